@@ -1,0 +1,206 @@
+"""The pipeline: spec -> solve -> verify -> differentiate -> CSE -> print -> render.
+
+``generate`` returns every file of generated/ as text; ``regenerate`` writes
+them, ``check`` compares them with what is checked in.  One code path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import sympy as sp
+from tqdm import tqdm
+
+from derive.backends import BACKENDS, Backend
+from derive.cse import Kernel, optimise
+from derive.differentiate import OUTPUT_NAMES, differentiate
+from derive.printer import Printer
+from derive.render import ROOT, inputs_hash, render
+from derive.solve import solve
+from derive.spec import SUBSPACES, Subspace, by_name, t
+from derive.verify import check_denominators, verify
+
+GENERATED = ROOT / "generated"
+
+
+def derive_kernel(subspace: Subspace) -> Kernel:
+    """One subspace through every mathematical step."""
+    solution = solve(subspace)
+    verify(solution)
+    kernel = optimise(differentiate(solution))
+    check_denominators(kernel)
+    return kernel
+
+
+def _derive_by_name(name: str) -> Kernel:
+    return derive_kernel(by_name(name))
+
+
+def derive_all(progress: bool = True, jobs: int | None = None) -> list[Kernel]:
+    """Every subspace, in spec order, in parallel where there are cores."""
+    names = [s.name for s in SUBSPACES]
+    jobs = jobs or min(len(names), os.cpu_count() or 1)
+    bar = tqdm(total=len(names), desc="deriving", unit="subspace", disable=not progress)
+    results: dict[str, Kernel] = {}
+    if jobs == 1:
+        for name in names:
+            bar.set_postfix_str(name)
+            results[name] = _derive_by_name(name)
+            bar.update()
+    else:
+        # The slowest subspace (critical damping: limits) goes first.
+        order = sorted(names, key=lambda n: n != "a_b_c_disc_zero")
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+            for kernel in pool.imap_unordered(_derive_by_name, order):
+                results[kernel.subspace.name] = kernel
+                bar.set_postfix_str(kernel.subspace.name)
+                bar.update()
+    bar.close()
+    return [results[n] for n in names]
+
+
+def _lines(printer: Printer, assignments) -> list[tuple[str, str]]:
+    return [(str(symbol), printer(expr)) for symbol, expr in assignments]
+
+
+def _code_context(kernel: Kernel, printer: Printer) -> dict:
+    """What a code template needs of one subspace, printed."""
+    subspace = kernel.subspace
+
+    def results(block, names):
+        # Temporaries all depend on t (t-free work was hoisted into the neuron block).
+        elementwise = {t, *(symbol for symbol, _ in block.assignments)}
+        printed = {}
+        for name in names:
+            expr = block.results[name]
+            if expr is None:
+                printed[name] = None
+            else:
+                printed[name] = {
+                    "code": printer(expr),
+                    "elementwise": not expr.free_symbols.isdisjoint(elementwise),
+                }
+        return printed
+
+    return {
+        "name": subspace.name,
+        "description": subspace.description,
+        "conditions": subspace.conditions,
+        "zero": subspace.zero,
+        "sign": subspace.sign,
+        "order": subspace.order,
+        "neuron_inputs": [str(s) for s in kernel.neuron_inputs],
+        "neuron_lines": _lines(printer, kernel.neuron.assignments)
+        + [(name, printer(expr)) for name, expr in kernel.neuron.results.items()],
+        "neuron_results": list(kernel.neuron.results),
+        "value_lines": _lines(printer, kernel.value.assignments),
+        "value": results(kernel.value, ["y"])["y"],
+        "derivative_lines": _lines(printer, kernel.derivatives.assignments),
+        "derivatives": results(kernel.derivatives, OUTPUT_NAMES),
+        "operations": _operations(kernel),
+    }
+
+
+def _operations(kernel: Kernel) -> dict:
+    return {
+        "neuron": kernel.neuron.total_operations,
+        "value": kernel.value.operation_count("y"),
+        "derivatives_total": kernel.derivatives.total_operations,
+        "each": {n: kernel.derivatives.operation_count(n) for n in OUTPUT_NAMES},
+    }
+
+
+def _report_context(kernel: Kernel) -> dict:
+    derivation = kernel.derivation
+    solution = derivation.solution
+    subspace = kernel.subspace
+    a_, b_, c_ = subspace.coefficients()
+    y = sp.Function("y")(t)
+    ode = sp.Eq(a_ * y.diff(t, 2) + b_ * y.diff(t) + c_ * y, sp.Symbol("g(t)"))
+    return {
+        "name": subspace.name,
+        "description": subspace.description,
+        "conditions": subspace.conditions,
+        "order": subspace.order,
+        "ode": sp.latex(ode),
+        "auxiliaries": [(sp.latex(q), sp.latex(e)) for q, e in subspace.auxiliaries.items()],
+        "relation": [(sp.latex(p), sp.latex(e)) for p, e in subspace.relation.items()],
+        "homogeneous": sp.latex(solution.homogeneous),
+        "step_response": sp.latex(solution.step_response),
+        "basis": [sp.latex(x) for x in solution.basis] if subspace.order else [],
+        "uses": subspace.uses,
+        "paper_note": subspace.paper_note,
+        "notes": list(derivation.notes),
+        "smoothed_dirac": list(derivation.smoothed_dirac),
+        "operations": _operations(kernel),
+    }
+
+
+def _context(backend: Backend, kernels: list[Kernel]) -> dict:
+    if backend.printer is None:
+        return {"subspaces": [_report_context(k) for k in kernels]}
+    return {"subspaces": [_code_context(k, backend.printer) for k in kernels]}
+
+
+def generate(kernels: list[Kernel] | None = None, progress: bool = True) -> dict[str, str]:
+    """Every file of generated/, by relative path."""
+    kernels = kernels if kernels is not None else derive_all(progress=progress)
+    digest = inputs_hash()
+    files = {}
+    for backend in BACKENDS:
+        context = _context(backend, kernels)
+        for template, output in backend.files:
+            files[output] = render(template, output, context, digest)
+    return files
+
+
+def _checked_in(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_text()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts and p.name != "py.typed"
+    }
+
+
+def regenerate(folder: Path = GENERATED, progress: bool = True) -> list[str]:
+    files = generate(progress=progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in set(_checked_in(folder)) - set(files):
+        (folder / stale).unlink()
+    for path, text in files.items():
+        (folder / path).write_text(text)
+    return sorted(files)
+
+
+def stale_diff(folder: Path = GENERATED, progress: bool = True) -> str:
+    """A unified diff from the checked-in files to fresh ones; empty when current."""
+    fresh = generate(progress=progress)
+    current = _checked_in(folder)
+    chunks: Iterable[str] = []
+    for path in sorted(set(fresh) | set(current)):
+        old, new = current.get(path, ""), fresh.get(path, "")
+        if old != new:
+            chunks = [
+                *chunks,
+                *difflib.unified_diff(
+                    old.splitlines(keepends=True),
+                    new.splitlines(keepends=True),
+                    fromfile=f"generated/{path} (checked in)",
+                    tofile=f"generated/{path} (regenerated)",
+                ),
+            ]
+    return "".join(chunks)
+
+
+def check(folder: Path = GENERATED, progress: bool = True) -> int:
+    diff = stale_diff(folder, progress=progress)
+    if diff:
+        sys.stdout.write(diff)
+        sys.stderr.write("generated/ is stale: run `make regenerate` and commit the result.\n")
+        return 1
+    return 0

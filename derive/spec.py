@@ -1,0 +1,214 @@
+"""Step 1, the specification: the symbols and the ten subspaces of (a, b, c).
+
+A subspace is a zero/sign pattern of the ODE's coefficients inside which the
+closed form of ``a*y'' + b*y' + c*y = u(t)`` keeps one functional shape.  Where
+that shape depends on the roots of the characteristic polynomial, the subspace
+also names a *root parametrisation*: the coefficients written in terms of
+auxiliary quantities (a frequency, a decay rate) that make the shape explicit
+to the solver.  The parametrisation is only a change of variables; the solution
+is verified against the ODE in the original coefficients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+# The input of the activation, and the neuron's five learned coefficients.
+t = sp.Symbol("t", real=True)
+a, b, c = sp.symbols("a b c", real=True)
+c1, c2 = sp.symbols("c1 c2", real=True)
+# Steepness of the smooth step used by the sigmoid core and the Dirac approximation.
+s = sp.Symbol("s", positive=True)
+
+COEFFICIENTS = (a, b, c, c1, c2)
+# The derivatives the runtime needs, in the order the generated kernels return them.
+DIFF_VARIABLES = (t, a, b, c, c1, c2)
+# Symbols that are constant per neuron (hoisted out of the per-element work).
+NEURON_SYMBOLS = frozenset({a, b, c, c1, c2, s})
+
+# Auxiliary quantities of the root parametrisations.
+omega = sp.Symbol("omega", positive=True)  # angular frequency
+kappa = sp.Symbol("kappa", positive=True)  # hyperbolic rate
+alpha = sp.Symbol("alpha", real=True)  # decay rate of a damped oscillation
+mu = sp.Symbol("mu", real=True)  # mean of two real roots
+nu = sp.Symbol("nu", positive=True)  # half the distance between two real roots
+r = sp.Symbol("r", real=True)  # the double root
+
+
+class Sigmoid(sp.Function):
+    """The logistic function 1/(1 + exp(-x)), kept whole so it prints as torch.sigmoid."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return Sigmoid(self.args[0]) * (1 - Sigmoid(self.args[0]))
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return 1 / (1 + sp.exp(-x))
+
+    def _latex(self, printer):
+        return r"\sigma\left(%s\right)" % printer._print(self.args[0])
+
+
+def step(x: sp.Expr) -> sp.Expr:
+    """The unit step of the paper: u(x) = 0 for x <= 0 and 1 for x > 0."""
+    return sp.Heaviside(x, 0)
+
+
+@dataclass(frozen=True)
+class Subspace:
+    """One zero/sign case of (a, b, c) with its own closed form."""
+
+    name: str
+    description: str
+    # Which of a, b, c are zero in this subspace.
+    zero: tuple[bool, bool, bool]
+    # The sign condition on top of the zero pattern, or None.
+    sign: str | None
+    # Order of the ODE that remains: 0 (algebraic), 1 or 2.
+    order: int
+    # The coefficients written through the auxiliary quantities, for the solver.
+    parametrisation: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
+    # Each auxiliary quantity in terms of a, b, c, to return to the coefficients.
+    auxiliaries: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
+    # A relation between a, b, c that defines the subspace (c = b^2/(4a) at the
+    # discriminant's zero), as a substitution; empty where none.
+    relation: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
+    # How this differs from the paper's Table 1, for the report.
+    paper_note: str = ""
+
+    @property
+    def conditions(self) -> str:
+        parts = [f"{p} = 0" if z else f"{p} != 0" for p, z in zip("abc", self.zero)]
+        if self.sign is not None:
+            parts.append(self.sign.replace("disc", "b^2 - 4ac"))
+        return ", ".join(parts)
+
+    @property
+    def uses(self) -> tuple[bool, bool]:
+        """Whether c1 and c2 (the initial conditions) enter the solution."""
+        return (self.order >= 1, self.order == 2)
+
+    def coefficients(self) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
+        """(a, b, c) with the zero pattern applied, in the original symbols."""
+        return tuple(sp.S.Zero if z else p for p, z in zip((a, b, c), self.zero))
+
+
+_TABLE1 = "Table 1 of the paper writes this solution in the same basis."
+
+SUBSPACES: tuple[Subspace, ...] = (
+    Subspace(
+        "a0_b0_c",
+        "sigmoid (the paper's smooth core, scaled by 1/c)",
+        (True, True, False),
+        None,
+        0,
+        paper_note="Table 1 gives sigma(t)/c; the paper's text uses the steep "
+        "core sigma(s*t)/c, which is what we implement. c1 and c2 are unused.",
+    ),
+    Subspace(
+        "a0_b_c0",
+        "ReLU-like ramp",
+        (True, False, True),
+        None,
+        1,
+        paper_note=_TABLE1,
+    ),
+    Subspace(
+        "a0_b_c",
+        "first order: exponential approach to 1/c",
+        (True, False, False),
+        None,
+        1,
+        paper_note="Same basis as Table 1 (c1 multiplies exp(-c*t/b) and equals y(0)).",
+    ),
+    Subspace(
+        "a_b0_c0",
+        "rectified quadratic (ReQU-like)",
+        (False, True, True),
+        None,
+        2,
+        paper_note="Table 1 writes x^2*u(x)/(2a) + c2*x + c1: the same basis with "
+        "c1 = y(0) and c2 = y'(0).",
+    ),
+    Subspace(
+        "a_b0_c_pos",
+        "undamped oscillation",
+        (False, True, False),
+        "ac > 0",
+        2,
+        parametrisation={c: a * omega**2},
+        auxiliaries={omega: sp.sqrt(c / a)},
+        paper_note="Table 1 multiplies c2 by sin(omega*t); we use sin(omega*t)/omega "
+        "so that c2 = y'(0).",
+    ),
+    Subspace(
+        "a_b0_c_neg",
+        "hyperbolic growth and decay",
+        (False, True, False),
+        "ac < 0",
+        2,
+        parametrisation={c: -a * kappa**2},
+        auxiliaries={kappa: sp.sqrt(-c / a)},
+        paper_note="Table 1 multiplies c1 by exp(kappa*t) and c2 by exp(-kappa*t); we "
+        "use the combinations of the two with y(0) = c1, y'(0) = c2.",
+    ),
+    Subspace(
+        "a_b_c0",
+        "ramp with exponential transient",
+        (False, False, True),
+        None,
+        2,
+        paper_note="Table 1 uses 1 and exp(-b*t/a) with other constants; we use "
+        "the combinations with y(0) = c1, y'(0) = c2.",
+    ),
+    Subspace(
+        "a_b_c_disc_pos",
+        "overdamped: two real exponential modes",
+        (False, False, False),
+        "disc > 0",
+        2,
+        parametrisation={b: -2 * a * mu, c: a * (mu**2 - nu**2)},
+        auxiliaries={mu: -b / (2 * a), nu: sp.sqrt(b**2 / (4 * a**2) - c / a)},
+        paper_note="Not in Table 1 (\"four forms\"); basis chosen so y(0) = c1, y'(0) = c2.",
+    ),
+    Subspace(
+        "a_b_c_disc_zero",
+        "critically damped: double real root",
+        (False, False, False),
+        "disc = 0",
+        2,
+        parametrisation={b: -2 * a * r, c: a * r**2},
+        auxiliaries={r: -b / (2 * a)},
+        relation={c: b**2 / (4 * a)},
+        paper_note="Not in Table 1. The runtime maps the band |b^2 - 4ac| < eps "
+        "(sign(a) == sign(c)) onto c = b^2/(4a); the paper sets a = c = |b|/2 "
+        "with signs instead (available as critical='paper').",
+    ),
+    Subspace(
+        "a_b_c_disc_neg",
+        "damped (or growing) oscillation",
+        (False, False, False),
+        "disc < 0",
+        2,
+        parametrisation={b: 2 * a * alpha, c: a * (alpha**2 + omega**2)},
+        auxiliaries={
+            alpha: b / (2 * a),
+            omega: sp.sqrt(c / a - b**2 / (4 * a**2)),
+        },
+        paper_note="Not in Table 1 (\"four forms\"); basis chosen so y(0) = c1, y'(0) = c2.",
+    ),
+)
+
+# The subspace whose derivatives are the limits of its neighbours' (see differentiate.py).
+CRITICAL = "a_b_c_disc_zero"
+
+
+def by_name(name: str) -> Subspace:
+    for subspace in SUBSPACES:
+        if subspace.name == name:
+            return subspace
+    known = ", ".join(x.name for x in SUBSPACES)
+    raise KeyError(f"unknown subspace {name!r}; expected one of: {known}")

@@ -1,0 +1,1 @@
+"""Differential Equation Units."""
