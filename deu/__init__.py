@@ -1,1 +1,15 @@
-"""Differential Equation Units."""
+"""Differential Equation Units: learnable activations from the closed-form
+solutions of a*y'' + b*y' + c*y = u(t), one ODE per neuron.
+
+>>> import torch, deu
+>>> act = deu.DEU(4, init="relu")
+>>> act(torch.tensor([[-1.0, 0.0, 1.0, 2.0]])).tolist()
+[[0.0, 0.0, 1.0, 2.0]]
+"""
+
+from deu import functional
+from deu._subspaces import SUBSPACE_NAMES, subspaces
+from deu.module import DEU, PRESETS
+
+__all__ = ["DEU", "PRESETS", "SUBSPACE_NAMES", "functional", "subspaces"]
+__version__ = "0.1.0"

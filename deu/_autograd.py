@@ -1,0 +1,236 @@
+"""The DEU autograd Function: grouped forward, recomputing backward, gravitation.
+
+Forward: neurons are grouped by subspace (one host synchronisation per call, to
+read the groups); each group's kernel runs on that group's slice of the input
+only.  Backward: the same grouping, the generated ``derivatives`` kernel
+recomputed from the saved input and per-neuron coefficients (nothing
+per-element is saved), then
+
+    grad_input  = g * dy/dt
+    grad_coeffs = sum over every axis but the neuron axis of g * dy/d(a, b, c, c1, c2)
+
+Outward gravitation (the paper's "escape" from a singular subspace): for a
+neuron with |p| < epsilon for p in (a, b, c), y does not depend on p, so its
+gradient in p would be zero forever.  With gravitation the gradient in p is
+taken from the nearest neighbour h that is not singular in p: p = epsilon*sign(p)
+(epsilon where p == 0), the other coefficients kept, and h's initial conditions
+chosen so that h(t*) = f(t*) and h'(t*) = f'(t*) at t* = the mean of the
+neuron's inputs in the batch (value only, where h is of first order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from deu._generated import SUBSPACES
+from deu._subspaces import classify
+
+# Columns of the coefficient matrix, and the matching outputs of the kernels
+# (output 0 is y, output 1 is dy/dt).
+_A, _B, _C, _C1, _C2 = range(5)
+_OUTPUT_OF_COEFF = (2, 3, 4, 5, 6)
+
+
+@dataclass(frozen=True)
+class Settings:
+    dim: int
+    epsilon: float
+    steepness: float
+    max_value: float
+    gravitation: bool
+    critical: str
+
+
+def _groups(index: torch.Tensor) -> list[tuple[int, torch.Tensor | None]]:
+    """(subspace, neuron indices) for each subspace present; None means all neurons."""
+    counts = torch.bincount(index, minlength=len(SUBSPACES)).tolist()  # one host sync
+    present = [s for s, n in enumerate(counts) if n]
+    if len(present) == 1:
+        return [(present[0], None)]
+    # Neurons sorted by subspace (stable, so each group stays in neuron order).
+    order = torch.sort(index, stable=True).indices
+    pieces = order.split([counts[s] for s in range(len(counts))])
+    return [(s, pieces[s]) for s in present]
+
+
+def _neuron_shape(x: torch.Tensor, dim: int) -> list[int]:
+    return [-1] + [1] * (x.dim() - dim - 1)
+
+
+def _take(x: torch.Tensor, dim: int, idx: torch.Tensor | None) -> torch.Tensor:
+    return x if idx is None else x.index_select(dim, idx)
+
+
+def _neuron_quantities(subspace, coeffs: torch.Tensor, shape: list[int], steepness: float):
+    columns = [coeffs[:, j].reshape(shape) for j in range(5)]
+    return subspace.neuron(*columns, steepness)
+
+
+def _reduce(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sum over every axis but ``dim``."""
+    axes = [d for d in range(values.dim()) if d != dim]
+    return values.sum(dim=axes) if axes else values
+
+
+def forward_values(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings) -> torch.Tensor:
+    effective, index = classify(coeffs, settings.epsilon, settings.critical)
+    groups = _groups(index)
+    shape = _neuron_shape(x, settings.dim)
+    out = None if len(groups) == 1 else torch.empty_like(x)
+    for s, idx in groups:
+        subspace = SUBSPACES[s]
+        k = _neuron_quantities(subspace, _take(effective, 0, idx), shape, settings.steepness)
+        y = subspace.value(_take(x, settings.dim, idx), k)
+        if out is None:
+            out = y
+        else:
+            out.index_copy_(settings.dim, idx, y)
+    return out.clamp(-settings.max_value, settings.max_value)
+
+
+def _evaluate_at(subspace, coeffs: torch.Tensor, t: torch.Tensor, steepness: float):
+    """(y, dy/dt) per neuron at one point t per neuron (all shapes (n,))."""
+    outputs = subspace.derivatives(t, subspace.neuron(*coeffs.unbind(1), steepness))
+    return outputs[0], outputs[1]
+
+
+def _matched_initial_conditions(
+    neighbour, coeffs: torch.Tensor, t_star: torch.Tensor, f: torch.Tensor, df: torch.Tensor,
+    steepness: float,
+) -> torch.Tensor:
+    """c1, c2 of the neighbour h so that h(t*) = f and h'(t*) = f' (a batched 2x2 solve).
+
+    h and h' are affine in (c1, c2), so three evaluations give the system.  It is
+    solved in the Tikhonov-regularised least-squares sense, which is the exact
+    solution when the system is well conditioned and the minimum-norm one when
+    it is not (a first-order neighbour, whose c2 column is zero).
+    """
+
+    def with_ic(c1: float, c2: float) -> tuple[torch.Tensor, torch.Tensor]:
+        trial = coeffs.clone()
+        trial[:, _C1], trial[:, _C2] = c1, c2
+        return _evaluate_at(neighbour, trial, t_star, steepness)
+
+    h0, dh0 = with_ic(0.0, 0.0)
+    h1, dh1 = with_ic(1.0, 0.0)
+    h2, dh2 = with_ic(0.0, 1.0)
+    m = torch.stack(
+        [torch.stack([h1 - h0, h2 - h0], -1), torch.stack([dh1 - dh0, dh2 - dh0], -1)], -2
+    )
+    rhs = torch.stack([f - h0, df - dh0], -1)
+    if neighbour.order < 2:
+        # One free constant: match the value only.
+        m[:, 1, :] = 0
+        rhs[:, 1] = 0
+    mt = m.transpose(-1, -2)
+    normal = mt @ m
+    scale = normal.diagonal(dim1=-2, dim2=-1).sum(-1)
+    ridge = (1e-10 * scale + torch.finfo(m.dtype).tiny).reshape(-1, 1, 1)
+    eye = torch.eye(2, dtype=m.dtype, device=m.device)
+    solution = torch.linalg.solve(normal + ridge * eye, (mt @ rhs.unsqueeze(-1))).squeeze(-1)
+    return torch.nan_to_num(solution, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _gravitation(
+    subspace, coeffs_raw: torch.Tensor, effective: torch.Tensor, x: torch.Tensor,
+    g: torch.Tensor, settings: Settings,
+) -> torch.Tensor:
+    """Gradient (n, 5) contributed by outward gravitation for one group's neurons."""
+    dim, eps = settings.dim, settings.epsilon
+    n = effective.shape[0]
+    grad = torch.zeros(n, 5, dtype=x.dtype, device=x.device)
+    singular = [p for p, zero in zip((_A, _B, _C), subspace.zero) if zero]
+    if not singular:
+        return grad
+    shape = _neuron_shape(x, dim)
+    axes = [d for d in range(x.dim()) if d != dim]
+    t_star = torch.nanmean(x, dim=axes) if axes else x
+    t_star = torch.nan_to_num(t_star)
+    f, df = _evaluate_at(subspace, effective, t_star, settings.steepness)
+    for p in singular:
+        moved = effective.clone()
+        raw = coeffs_raw[:, p]
+        moved[:, p] = torch.where(raw < 0, -eps, eps)
+        moved_eff, neighbour_index = classify(moved, eps, settings.critical)
+        for s, idx in _groups(neighbour_index):
+            neighbour = SUBSPACES[s]
+            h_coeffs = _take(moved_eff, 0, idx).clone()
+            initial = _matched_initial_conditions(
+                neighbour, h_coeffs, _take(t_star, 0, idx), _take(f, 0, idx),
+                _take(df, 0, idx), settings.steepness,
+            )
+            h_coeffs[:, _C1], h_coeffs[:, _C2] = initial[:, 0], initial[:, 1]
+            k = _neuron_quantities(neighbour, h_coeffs, shape, settings.steepness)
+            d = neighbour.derivatives(_take(x, dim, idx), k)[_OUTPUT_OF_COEFF[p]]
+            if d is None:
+                continue
+            contribution = _reduce(_take(g, dim, idx) * d, dim)
+            if idx is None:
+                grad[:, p] = contribution
+            else:
+                grad[idx, p] = contribution
+    return grad
+
+
+def backward_values(
+    x: torch.Tensor, coeffs: torch.Tensor, g: torch.Tensor, settings: Settings,
+    need_input: bool, need_coeffs: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    dim = settings.dim
+    effective, index = classify(coeffs, settings.epsilon, settings.critical)
+    groups = _groups(index)
+    shape = _neuron_shape(x, dim)
+    grad_x = torch.empty_like(x) if need_input and len(groups) > 1 else None
+    grad_coeffs = torch.zeros_like(coeffs) if need_coeffs else None
+    for s, idx in groups:
+        subspace = SUBSPACES[s]
+        group_coeffs = _take(effective, 0, idx)
+        k = _neuron_quantities(subspace, group_coeffs, shape, settings.steepness)
+        xs = _take(x, dim, idx)
+        outputs = subspace.derivatives(xs, k)
+        y = outputs[0]
+        # The output clamp passes no gradient where it is active.
+        gs = _take(g, dim, idx) * (y.abs() <= settings.max_value).to(g.dtype)
+        if need_input:
+            gx = gs * outputs[1]
+            if grad_x is None:
+                grad_x = gx
+            else:
+                grad_x.index_copy_(dim, idx, gx)
+        if need_coeffs:
+            columns = [
+                _reduce(gs * d, dim) if d is not None else torch.zeros_like(group_coeffs[:, 0])
+                for d in (outputs[o] for o in _OUTPUT_OF_COEFF)
+            ]
+            group_grad = torch.stack(columns, dim=1)
+            if settings.gravitation:
+                group_grad = group_grad + _gravitation(
+                    subspace, _take(coeffs, 0, idx), group_coeffs, xs, gs, settings
+                )
+            if idx is None:
+                grad_coeffs = group_grad
+            else:
+                grad_coeffs[idx] = group_grad
+    return grad_x, grad_coeffs
+
+
+class DEUFunction(torch.autograd.Function):
+    """y = DEU(x; coeffs). Use deu.functional.deu, which validates its inputs."""
+
+    @staticmethod
+    def forward(ctx, x, coeffs, settings: Settings):
+        ctx.settings = settings
+        ctx.save_for_backward(x, coeffs)
+        return forward_values(x, coeffs, settings)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        x, coeffs = ctx.saved_tensors
+        need_input, need_coeffs = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x, grad_coeffs = backward_values(
+            x, coeffs, g.contiguous(), ctx.settings, need_input, need_coeffs
+        )
+        return grad_x, grad_coeffs, None

@@ -1,0 +1,99 @@
+"""The DEU activation as a function: ``deu.functional.deu(x, coeffs, ...)``."""
+
+from __future__ import annotations
+
+import torch
+
+from deu._autograd import DEUFunction, Settings
+from deu._subspaces import CRITICAL_RULES
+
+__all__ = ["deu"]
+
+
+def _validate(x: torch.Tensor, coeffs: torch.Tensor, dim: int, settings: dict) -> int:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    if not isinstance(coeffs, torch.Tensor):
+        raise TypeError(f"coeffs must be a torch.Tensor, got {type(coeffs).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
+    if not coeffs.is_floating_point():
+        raise TypeError(f"coeffs must be a floating-point tensor, got dtype {coeffs.dtype}")
+    if x.dim() == 0:
+        raise ValueError("input must have at least one dimension (the neuron axis), got a scalar")
+    if not -x.dim() <= dim < x.dim():
+        raise ValueError(f"dim must be in [{-x.dim()}, {x.dim() - 1}] for a {x.dim()}-d input, got {dim}")
+    dim = dim % x.dim()
+    if coeffs.dim() != 2 or coeffs.shape[1] != 5:
+        raise ValueError(f"coeffs must have shape (num_neurons, 5), got {tuple(coeffs.shape)}")
+    if x.shape[dim] != coeffs.shape[0]:
+        raise ValueError(
+            f"input has {x.shape[dim]} neurons along dim {dim} (shape {tuple(x.shape)}), "
+            f"expected {coeffs.shape[0]} (coeffs has shape {tuple(coeffs.shape)})"
+        )
+    if coeffs.device != x.device:
+        raise ValueError(f"coeffs are on {coeffs.device} but the input is on {x.device}")
+    finite = torch.isfinite(coeffs).all(dim=1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten().tolist()
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        raise ValueError(f"coeffs must be finite; neurons {shown} have non-finite coefficients")
+    if not settings["epsilon"] > 0:
+        raise ValueError(f"epsilon must be positive, got {settings['epsilon']}")
+    if not settings["steepness"] > 0:
+        raise ValueError(f"steepness must be positive, got {settings['steepness']}")
+    if not settings["max_value"] > 0:
+        raise ValueError(f"max_value must be positive, got {settings['max_value']}")
+    if settings["critical"] not in CRITICAL_RULES:
+        raise ValueError(f"critical must be one of {CRITICAL_RULES}, got {settings['critical']!r}")
+    return dim
+
+
+def deu(
+    x: torch.Tensor,
+    coeffs: torch.Tensor,
+    *,
+    dim: int = 1,
+    epsilon: float = 0.01,
+    steepness: float = 100.0,
+    max_value: float = 1000.0,
+    gravitation: bool = True,
+    critical: str = "nearest",
+) -> torch.Tensor:
+    r"""Apply a Differential Equation Unit to every neuron of ``x``.
+
+    Neuron ``i`` (index ``i`` along ``dim``) computes :math:`y_i(x)`, the solution of
+    :math:`a_i y'' + b_i y' + c_i y = u(t)` with :math:`y(0) = c1_i,\ y'(0) = c2_i`,
+    evaluated at :math:`t = x`; ``coeffs[i] = (a, b, c, c1, c2)``.
+
+    Args:
+        x: input of any floating dtype; float16 and bfloat16 are computed in float32
+            and returned in their own dtype.
+        coeffs: ``(num_neurons, 5)`` tensor, columns a, b, c, c1, c2.
+        dim: the neuron axis of ``x``. Default 1, so ``(N, C)`` and ``(N, C, *)`` work.
+        epsilon: |a|, |b|, |c| below it count as zero; also the width of the
+            critical-damping band |b^2 - 4ac| < epsilon.
+        steepness: s of the sigmoid core sigmoid(s*t)/c used when a = b = 0.
+        max_value: the output is clamped to [-max_value, max_value].
+        gravitation: outward gravitation, the paper's gradients for coefficients
+            that sit in a singular subspace. With False those gradients are zero.
+        critical: "nearest" (c = b^2/(4a) inside the band) or "paper"
+            (a = |b|/2*sign(a), c = |b|/2*sign(c), to reproduce the paper).
+
+    Returns:
+        A tensor of the same shape and dtype as ``x``.
+    """
+    settings = dict(
+        epsilon=float(epsilon),
+        steepness=float(steepness),
+        max_value=float(max_value),
+        gravitation=bool(gravitation),
+        critical=critical,
+    )
+    dim = _validate(x, coeffs, dim, settings)
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        y = DEUFunction.apply(
+            x.to(compute), coeffs.to(compute), Settings(dim=dim, **settings)
+        )
+    return y.to(x.dtype)

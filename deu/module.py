@@ -1,0 +1,158 @@
+"""``deu.DEU``: the DEU activation as an ``nn.Module`` with learned coefficients."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from deu import functional as F
+from deu._generated import SUBSPACES
+from deu._subspaces import classify
+
+__all__ = ["DEU", "PRESETS"]
+
+# Named initialisations: (a, b, c, c1, c2) for every neuron, and what they give.
+PRESETS: dict[str, tuple[tuple[float, float, float, float, float], str]] = {
+    "relu": ((0.0, 1.0, 0.0, 0.0, 0.0), "y = ReLU(t)"),
+    "sigmoid": ((0.0, 0.0, 1.0, 0.0, 0.0), "y = sigmoid(s*t)"),
+    "quadratic": ((1.0, 0.0, 0.0, 0.0, 0.0), "y = ReLU(t)^2 / 2"),
+    "oscillator": ((1.0, 0.0, 1.0, 0.0, 0.0), "y = u(t) * (1 - cos t)"),
+    "damped": ((1.0, 1.0, 1.0, 0.0, 0.0), "damped oscillation settling at 1"),
+}
+
+
+class DEU(nn.Module):
+    r"""Differential Equation Units: one learned ODE per neuron.
+
+    Neuron :math:`i` applies :math:`y_i(t)`, the solution of
+
+    .. math::
+        a_i y''(t) + b_i y'(t) + c_i y(t) = u(t), \qquad y(0) = c1_i,\ y'(0) = c2_i,
+
+    to its input :math:`t`, where :math:`u` is the unit step. The five
+    coefficients of every neuron are learned. Special cases include ReLU
+    (a = c = 0, b = 1), a steep sigmoid (a = b = 0, c = 1), a rectified quadratic
+    (b = c = 0) and sine-like oscillations (b = 0, a*c > 0); see
+    ``deu._generated`` and ``generated/SOLUTIONS.md`` for every closed form.
+
+    Args:
+        num_neurons: size of the neuron axis of the input.
+        dim: the neuron axis. Default: 1, for ``(N, C)`` and ``(N, C, *)`` inputs.
+        init: ``"random"`` (the paper's: a, b, c uniform in (0, 1), c1 = c2 = 0),
+            a preset name from ``deu.module.PRESETS`` (``"relu"``, ``"sigmoid"``,
+            ``"quadratic"``, ``"oscillator"``, ``"damped"``), or a tensor of shape
+            ``(num_neurons, 5)``.
+        epsilon: coefficients with magnitude below it count as zero. Default: 0.01.
+        steepness: s of the sigmoid core used when a = b = 0. Default: 100.
+        max_value: outputs are clamped to [-max_value, max_value]. Default: 1000.
+        gravitation: the paper's outward gravitation for singular coefficients.
+        critical: ``"nearest"`` or ``"paper"`` handling of the critical band.
+
+    Shape:
+        - Input: :math:`(N, C, *)` with ``C = num_neurons`` (or any shape whose
+          ``dim`` axis has ``num_neurons`` entries).
+        - Output: same shape as the input.
+
+    Attributes:
+        coeffs: the learnable ``(num_neurons, 5)`` coefficients, columns
+            (a, b, c, c1, c2).
+
+    Examples::
+
+        >>> act = deu.DEU(16, init="relu")
+        >>> y = act(torch.randn(8, 16))
+        >>> print(act.describe().splitlines()[0])
+        0.0000 y'' + 1.0000 y' + 0.0000 y = u(t)   y(0)=0   [ReLU-like ramp]
+    """
+
+    def __init__(
+        self,
+        num_neurons: int,
+        *,
+        dim: int = 1,
+        init: str | torch.Tensor = "random",
+        epsilon: float = 0.01,
+        steepness: float = 100.0,
+        max_value: float = 1000.0,
+        gravitation: bool = True,
+        critical: str = "nearest",
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_neurons, bool) or not isinstance(num_neurons, int) or num_neurons < 1:
+            raise ValueError(f"num_neurons must be a positive int, got {num_neurons!r}")
+        if isinstance(init, str) and init != "random" and init not in PRESETS:
+            known = ", ".join(["random", *PRESETS])
+            raise ValueError(f"init must be one of {known} or a tensor, got {init!r}")
+        if isinstance(init, torch.Tensor) and tuple(init.shape) != (num_neurons, 5):
+            raise ValueError(
+                f"an init tensor must have shape ({num_neurons}, 5), got {tuple(init.shape)}"
+            )
+        self.num_neurons = num_neurons
+        self.dim = dim
+        self.init = init if isinstance(init, str) else "tensor"
+        self.epsilon = epsilon
+        self.steepness = steepness
+        self.max_value = max_value
+        self.gravitation = gravitation
+        self.critical = critical
+        self.coeffs = nn.Parameter(torch.empty(num_neurons, 5, device=device, dtype=dtype))
+        self._init_tensor = init.detach().clone() if isinstance(init, torch.Tensor) else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            if self._init_tensor is not None:
+                self.coeffs.copy_(self._init_tensor)
+            elif self.init == "random":
+                # a, b, c in (0, 1), strictly positive; c1 = c2 = 0.
+                tiny = torch.finfo(self.coeffs.dtype).tiny
+                self.coeffs.zero_()
+                self.coeffs[:, :3].uniform_(0.0, 1.0).clamp_(min=tiny)
+            else:
+                values, _ = PRESETS[self.init]
+                self.coeffs.copy_(torch.tensor(values).expand(self.num_neurons, 5))
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.deu(
+            input,
+            self.coeffs,
+            dim=self.dim,
+            epsilon=self.epsilon,
+            steepness=self.steepness,
+            max_value=self.max_value,
+            gravitation=self.gravitation,
+            critical=self.critical,
+        )
+
+    def subspaces(self) -> list[str]:
+        """Each neuron's current subspace name."""
+        from deu._subspaces import subspaces
+
+        return subspaces(self.coeffs, self.epsilon)
+
+    def describe(self) -> str:
+        """One line per neuron: its ODE, its initial conditions and its subspace."""
+        effective, index = classify(self.coeffs.detach().double(), self.epsilon, self.critical)
+        lines = []
+        for (a, b, c, c1, c2), s in zip(self.coeffs.detach().double().tolist(), index.tolist()):
+            subspace = SUBSPACES[s]
+            ode = f"{a:.4f} y'' {'-' if b < 0 else '+'} {abs(b):.4f} y' "
+            ode += f"{'-' if c < 0 else '+'} {abs(c):.4f} y = u(t)"
+            if subspace.order == 2:
+                initial = f"y(0)={c1:.4g}, y'(0)={c2:.4g}"
+            elif subspace.order == 1:
+                initial = f"y(0)={c1:.4g}"
+            else:
+                initial = f"y = sigmoid({self.steepness:g} t)/c"
+            lines.append(f"{ode}   {initial}   [{subspace.description}]")
+        return "\n".join(lines)
+
+    def extra_repr(self) -> str:
+        parts = [f"{self.num_neurons}", f"dim={self.dim}", f"init={self.init!r}"]
+        parts += [f"epsilon={self.epsilon}", f"steepness={self.steepness}"]
+        parts += [f"max_value={self.max_value}", f"gravitation={self.gravitation}"]
+        if self.critical != "nearest":
+            parts.append(f"critical={self.critical!r}")
+        return ", ".join(parts)
