@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from derive.solve import Solution, solve
-from derive.spec import CRITICAL, DIFF_VARIABLES, Sigmoid, a, b, by_name, c, mu, nu, s, t
+from derive.spec import CRITICAL, DIFF_VARIABLES, OVERDAMPED_SYMMETRIC, Sigmoid, a, b, c, mu, nu, s, t
 
 OUTPUT_NAMES = ("y", "dy_dt", "dy_da", "dy_db", "dy_dc", "dy_dc1", "dy_dc2")
 
@@ -66,11 +66,19 @@ def resolve_dirac(expr: sp.Expr) -> tuple[sp.Expr, bool]:
 
 
 def _jacobian(subspace, p: sp.Symbol) -> dict[sp.Symbol, sp.Expr]:
-    """d(auxiliary)/dp for each auxiliary quantity, written in the parametrisation."""
-    return {
-        q: sp.simplify(sp.diff(definition, p).subs(subspace.parametrisation))
-        for q, definition in subspace.auxiliaries.items()
-    }
+    """d(auxiliary)/dp for each auxiliary quantity, written in the parametrisation.
+
+    A root q of F(q; a, b, c) = 0 has dq/dp = -(dF/dp)/(dF/dq).
+    """
+    jacobian = {}
+    for q, definition in subspace.auxiliaries.items():
+        if q in subspace.implicit:
+            polynomial = subspace.implicit[q]
+            derivative = -sp.diff(polynomial, p) / sp.diff(polynomial, q)
+        else:
+            derivative = sp.diff(definition, p)
+        jacobian[q] = sp.simplify(derivative.subs(subspace.parametrisation))
+    return jacobian
 
 
 def coefficient_partial(value: sp.Expr, subspace, p: sp.Symbol) -> sp.Expr:
@@ -88,7 +96,7 @@ def coefficient_partial(value: sp.Expr, subspace, p: sp.Symbol) -> sp.Expr:
 
 def _critical_partials(critical: Solution) -> dict[str, sp.Expr]:
     """Partial derivatives in a, b, c at the discriminant's zero, as limits."""
-    neighbour = by_name("a_b_c_disc_pos")
+    neighbour = OVERDAMPED_SYMMETRIC
     value = solve(neighbour).value
     r = next(iter(critical.subspace.auxiliaries))
     limit_value = sp.limit(value, nu, 0).subs(mu, r)

@@ -109,6 +109,7 @@ TORCH = Printer(
         sp.exp: "_exp({0})",
         sp.sin: "torch.sin({0})",
         sp.cos: "torch.cos({0})",
+        sp.sign: "torch.sign({0})",
         sp.Heaviside: "_step({0})",
         Sigmoid: "torch.sigmoid({0})",
     },

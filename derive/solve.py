@@ -53,7 +53,7 @@ class Solution:
 
     def in_coefficients(self, expr: sp.Expr) -> sp.Expr:
         """Replace the auxiliary quantities by their definitions in a, b, c."""
-        return expr.subs(self.subspace.auxiliaries)
+        return self.subspace.in_coefficients(expr)
 
 
 def _inverse_laplace(transform: sp.Expr) -> sp.Expr:

@@ -35,6 +35,7 @@ alpha = sp.Symbol("alpha", real=True)  # decay rate of a damped oscillation
 mu = sp.Symbol("mu", real=True)  # mean of two real roots
 nu = sp.Symbol("nu", positive=True)  # half the distance between two real roots
 r = sp.Symbol("r", real=True)  # the double root
+r1, r2 = sp.symbols("r1 r2", real=True)  # two distinct real roots
 
 
 class Sigmoid(sp.Function):
@@ -73,6 +74,10 @@ class Subspace:
     parametrisation: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
     # Each auxiliary quantity in terms of a, b, c, to return to the coefficients.
     auxiliaries: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
+    # Auxiliary quantities defined as roots: symbol -> polynomial that vanishes
+    # there.  Their derivatives come from implicit differentiation, so that the
+    # numerically stable formula in ``auxiliaries`` need not be differentiated.
+    implicit: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
     # A relation between a, b, c that defines the subspace (c = b^2/(4a) at the
     # discriminant's zero), as a substitution; empty where none.
     relation: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
@@ -90,6 +95,20 @@ class Subspace:
     def uses(self) -> tuple[bool, bool]:
         """Whether c1 and c2 (the initial conditions) enter the solution."""
         return (self.order >= 1, self.order == 2)
+
+    def in_coefficients(self, expr: sp.Expr) -> sp.Expr:
+        """Replace auxiliary quantities (which may use earlier ones) by a, b, c."""
+        for _ in range(len(self.auxiliaries) + 1):
+            expr = expr.subs(self.auxiliaries)
+        return expr
+
+    def nonzero_symbols(self) -> dict[sp.Symbol, sp.Symbol]:
+        """The coefficients that are nonzero here, as symbols that know it."""
+        return {
+            p: sp.Symbol(p.name, real=True, nonzero=True)
+            for p, zero in zip((a, b, c), self.zero)
+            if not zero
+        }
 
     def coefficients(self) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
         """(a, b, c) with the zero pattern applied, in the original symbols."""
@@ -170,8 +189,15 @@ SUBSPACES: tuple[Subspace, ...] = (
         (False, False, False),
         "disc > 0",
         2,
-        parametrisation={b: -2 * a * mu, c: a * (mu**2 - nu**2)},
-        auxiliaries={mu: -b / (2 * a), nu: sp.sqrt(b**2 / (4 * a**2) - c / a)},
+        parametrisation={b: -a * (r1 + r2), c: a * r1 * r2},
+        # The roots without cancellation: r1 = -(b + sign(b)*sqrt(disc))/(2a) is the
+        # larger in magnitude, r2 = c/(a*r1) by Vieta (the naive
+        # (-b + sign(b)*sqrt(disc))/(2a) loses the small root to cancellation).
+        auxiliaries={
+            r1: -(b + sp.sign(b) * sp.sqrt(b**2 - 4 * a * c)) / (2 * a),
+            r2: c / (a * r1),
+        },
+        implicit={r1: a * r1**2 + b * r1 + c, r2: a * r2**2 + b * r2 + c},
         paper_note="Not in Table 1 (\"four forms\"); basis chosen so y(0) = c1, y'(0) = c2.",
     ),
     Subspace(
@@ -204,6 +230,19 @@ SUBSPACES: tuple[Subspace, ...] = (
 
 # The subspace whose derivatives are the limits of its neighbours' (see differentiate.py).
 CRITICAL = "a_b_c_disc_zero"
+
+# The overdamped case again, parametrised symmetrically about the double root
+# (roots mu +- nu), for the limit nu -> 0 that gives the critical derivatives.
+# Not a subspace of its own and never printed.
+OVERDAMPED_SYMMETRIC = Subspace(
+    "a_b_c_disc_pos_symmetric",
+    "overdamped, roots mu +- nu",
+    (False, False, False),
+    "disc > 0",
+    2,
+    parametrisation={b: -2 * a * mu, c: a * (mu**2 - nu**2)},
+    auxiliaries={mu: -b / (2 * a), nu: sp.sqrt(b**2 / (4 * a**2) - c / a)},
+)
 
 
 def by_name(name: str) -> Subspace:

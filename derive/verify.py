@@ -30,10 +30,22 @@ def residuals(solution: Solution) -> dict[str, sp.Expr]:
     subspace = solution.subspace
     A, B, C = (sp.sympify(x).subs(subspace.parametrisation) for x in subspace.coefficients())
 
+    # Consistency of the parametrisation, where the subspace's nonzero
+    # coefficients are known to be nonzero (sign(b)**2 = 1 needs b != 0).
     consistency = {
-        f"parametrisation of {p}": (expr.subs(subspace.auxiliaries) - p).subs(subspace.relation)
+        f"parametrisation of {p}": (subspace.in_coefficients(expr) - p)
+        .subs(subspace.relation)
+        .subs(subspace.nonzero_symbols())
         for p, expr in subspace.parametrisation.items()
     }
+    consistency.update(
+        {
+            f"{q} is a root": subspace.in_coefficients(polynomial).subs(
+                subspace.nonzero_symbols()
+            )
+            for q, polynomial in subspace.implicit.items()
+        }
+    )
     if subspace.order == 0:
         return {"c*y = sigmoid(s*t)": C * solution.value - Sigmoid(s * t)}
 
@@ -83,19 +95,16 @@ def check_denominators(kernel) -> None:
                 if power.exp.is_negative:
                     raise VerificationError(f"subspace {name}: per-element division in {expr}")
     # Symbols of this subspace that are nonzero by its definition.
-    nonzero = {
-        p: sp.Symbol(p.name, real=True, nonzero=True)
-        for p, zero in zip(subspace.coefficients(), subspace.zero)
-        if not zero
-    }
+    nonzero = subspace.nonzero_symbols()
     nonzero.update(
         {q: sp.Symbol(q.name, real=True, nonzero=True) for q in subspace.auxiliaries if not q.is_positive}
     )
     # The nonzero coefficients in the parametrisation: a factor of their product
     # is nonzero too (mu + nu is a factor of c = a*(mu - nu)*(mu + nu), say).
-    product = sp.Mul(
-        *(sp.sympify(p).subs(subspace.parametrisation) for p in nonzero if p in (a, b, c))
-    )
+    known = [p for p in nonzero if p in (a, b, c)]
+    if subspace.sign in ("disc > 0", "disc < 0"):
+        known.append(b**2 - 4 * a * c)
+    product = sp.Mul(*(sp.sympify(p).subs(subspace.parametrisation) for p in known))
 
     def provably_nonzero(factor: sp.Expr) -> bool:
         if factor.subs(nonzero).is_zero is False:
@@ -106,7 +115,10 @@ def check_denominators(kernel) -> None:
 
     definitions: dict[sp.Symbol, sp.Expr] = {}
     for symbol, expr in kernel.neuron.assignments:
-        definitions[symbol] = expr.subs(definitions)
+        # CSE temporaries are expanded; auxiliary quantities stay symbols, whose
+        # nonzero-ness follows from the parametrisation.
+        if symbol not in subspace.auxiliaries:
+            definitions[symbol] = expr.subs(definitions)
         for power in expr.atoms(sp.Pow):
             if not power.exp.is_negative:
                 continue

@@ -127,7 +127,10 @@ def _matched_initial_conditions(
     mt = m.transpose(-1, -2)
     normal = mt @ m
     scale = normal.diagonal(dim1=-2, dim2=-1).sum(-1)
-    ridge = (1e-10 * scale + torch.finfo(m.dtype).tiny).reshape(-1, 1, 1)
+    # A ridge at the dtype's rounding level: no bias beyond rounding when the
+    # system is well conditioned, a bounded answer when it is singular.
+    info = torch.finfo(m.dtype)
+    ridge = (info.eps * scale + info.tiny).reshape(-1, 1, 1)
     eye = torch.eye(2, dtype=m.dtype, device=m.device)
     solution = torch.linalg.solve(normal + ridge * eye, (mt @ rhs.unsqueeze(-1))).squeeze(-1)
     return torch.nan_to_num(solution, nan=0.0, posinf=0.0, neginf=0.0)

@@ -1,0 +1,384 @@
+"""The runtime layer: deu.DEU, deu.functional.deu, deu.subspaces."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import deu
+from deu import functional as F
+from deu._autograd import _evaluate_at, _matched_initial_conditions
+from deu._generated import SUBSPACES
+from deu._subspaces import classify
+
+EPS = 0.01
+NAMES = [s.name for s in SUBSPACES]
+
+# Coefficients well inside each subspace (a, b, c); c1, c2 are drawn per test.
+INSIDE = {
+    "a0_b0_c": (0.0, 0.0, 1.3),
+    "a0_b_c0": (0.0, 0.8, 0.0),
+    "a0_b_c": (0.0, -0.9, 0.6),
+    "a_b0_c0": (0.7, 0.0, 0.0),
+    "a_b0_c_pos": (-0.8, 0.0, -1.1),
+    "a_b0_c_neg": (0.9, 0.0, -0.7),
+    "a_b_c0": (-0.6, 0.9, 0.0),
+    "a_b_c_disc_pos": (0.5, 1.7, 0.6),
+    "a_b_c_disc_zero": (0.5, 1.2, 0.72),  # b^2 = 4ac exactly
+    "a_b_c_disc_neg": (1.1, -0.4, 0.9),
+}
+
+
+def population(name: str, n: int = 3, seed: int = 0) -> torch.Tensor:
+    """n neurons of one subspace in float64, with small perturbations of (a, b, c)."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.tensor(INSIDE[name], dtype=torch.float64)
+    abc = base * (1 + 0.05 * torch.rand(n, 3, generator=g, dtype=torch.float64))
+    if name == "a_b_c_disc_zero":
+        abc[:, 2] = abc[:, 1] ** 2 / (4 * abc[:, 0])
+    ic = torch.rand(n, 2, generator=g, dtype=torch.float64) - 0.5
+    return torch.cat([abc, ic], dim=1)
+
+
+def test_inside_points_are_in_their_subspaces():
+    for name in NAMES:
+        assert set(deu.subspaces(population(name))) == {name}
+
+
+def test_classification_agrees_with_the_generated_conditions():
+    g = torch.Generator().manual_seed(1)
+    coeffs = torch.randn(4000, 5, generator=g, dtype=torch.float64)
+    coeffs[:, :3] *= (torch.rand(4000, 3, generator=g) < 0.7).double()  # many exact zeros
+    effective, index = classify(coeffs, EPS)
+    for (a, b, c, _, _), s in zip(effective.tolist(), index.tolist()):
+        sub = SUBSPACES[s]
+        assert tuple(x == 0 for x in (a, b, c)) == sub.zero
+        disc = b * b - 4 * a * c
+        assert {
+            None: True,
+            "ac > 0": a * c > 0,
+            "ac < 0": a * c < 0,
+            "disc > 0": disc > 0,
+            "disc = 0": abs(disc) < 1e-12,
+            "disc < 0": disc < 0,
+        }[sub.sign], (sub.name, a, b, c)
+    assert set(index.tolist()) == set(range(10))
+
+
+def test_presets_reproduce_the_activations_the_paper_names():
+    t = torch.linspace(-3, 3, 61, dtype=torch.float64).reshape(-1, 1)
+    relu = deu.DEU(1, init="relu").double()
+    assert torch.allclose(relu(t), torch.relu(t), atol=0, rtol=1e-15)
+    sigmoid = deu.DEU(1, init="sigmoid", steepness=2.0).double()
+    assert torch.allclose(sigmoid(t), torch.sigmoid(2.0 * t), rtol=1e-14)
+    quadratic = deu.DEU(1, init="quadratic").double()
+    assert torch.allclose(quadratic(t), torch.relu(t) ** 2 / 2, rtol=1e-14)
+    oscillator = deu.DEU(1, init="oscillator").double()
+    assert torch.allclose(oscillator(t), (t > 0) * (1 - torch.cos(t)), atol=1e-14)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "a_b_c_disc_zero"])
+def test_gradcheck_in_every_subspace(name):
+    coeffs = population(name).requires_grad_()
+    x = torch.linspace(-1.5, 1.5, 8, dtype=torch.float64).reshape(2, 1, 4).expand(2, 3, 4)
+    x = (x + 0.01 * torch.arange(3, dtype=torch.float64).reshape(1, 3, 1)).clone().requires_grad_()
+    # s = 3 keeps the sigmoid smooth on the finite-difference scale.
+    fn = lambda x, c: F.deu(x, c, gravitation=False, steepness=3.0)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, coeffs), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_critical_damping_gradients_are_the_true_partial_derivatives():
+    """dy/d(a, b, c) at b^2 = 4ac against central differences of the true solution.
+
+    With epsilon = 1e-12 there is no band: the perturbed equations are solved by
+    the overdamped and damped-oscillation kernels, independent of the critical one.
+    """
+    coeffs = population("a_b_c_disc_zero", n=1)
+    x = torch.linspace(-1.0, 2.0, 13, dtype=torch.float64).reshape(-1, 1)
+    c = coeffs.clone().requires_grad_()
+    F.deu(x, c).sum().backward()
+    h = 1e-6
+    for j in range(3):
+        up, down = coeffs.clone(), coeffs.clone()
+        up[0, j] += h
+        down[0, j] -= h
+        numeric = (F.deu(x, up, epsilon=1e-12).sum() - F.deu(x, down, epsilon=1e-12).sum()) / (2 * h)
+        # Truncation O(h^2) plus rounding ~1e-16/h: 1e-6 relative is ample.
+        assert c.grad[0, j].item() == pytest.approx(numeric.item(), rel=1e-6, abs=1e-8), "abc"[j]
+
+
+def test_critical_band_nearest_rule_is_continuous_and_paper_rule_is_not():
+    # Critical at c = b^2/(4a) = 2; the paper's rule moves to a = c = 1 instead
+    # (steady state 1/c: 1 instead of 0.5).
+    a, b = 0.5, 2.0
+    x = torch.linspace(0.0, 4.0, 41, dtype=torch.float64).reshape(-1, 1)
+
+    def at(c: float, critical: str) -> torch.Tensor:
+        coeffs = torch.tensor([[a, b, c, 0.0, 0.0]], dtype=torch.float64)
+        return F.deu(x, coeffs, epsilon=0.04, critical=critical)
+
+    inside, outside = 2.0 - 0.019, 2.0 - 0.021  # disc = 0.038 and 0.042: band edge at 0.04
+    jump_nearest = (at(inside, "nearest") - at(outside, "nearest")).abs().max().item()
+    jump_paper = (at(inside, "paper") - at(outside, "paper")).abs().max().item()
+    assert jump_nearest < 0.02
+    assert jump_paper > 5 * jump_nearest
+
+
+def test_a_mixed_population_equals_each_neuron_alone():
+    coeffs = torch.cat([population(n, n=2, seed=3) for n in NAMES]).requires_grad_()
+    x = torch.randn(4, coeffs.shape[0], 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x.requires_grad_()
+    y = F.deu(x, coeffs)
+    g = torch.randn_like(y)
+    gx, gc = torch.autograd.grad(y, (x, coeffs), g)
+    for i in range(coeffs.shape[0]):
+        xi = x[:, i : i + 1].detach().requires_grad_()
+        ci = coeffs[i : i + 1].detach().requires_grad_()
+        yi = F.deu(xi, ci)
+        gxi, gci = torch.autograd.grad(yi, (xi, ci), g[:, i : i + 1])
+        assert torch.equal(yi, y[:, i : i + 1])
+        assert torch.allclose(gxi, gx[:, i : i + 1], rtol=1e-14, atol=0)
+        assert torch.allclose(gci, gc[i : i + 1], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("shape,dim", [((5, 4), 1), ((2, 4, 3, 3), 1), ((3, 2, 4), -1), ((4,), 0)])
+def test_any_neuron_axis_gives_the_same_result_as_the_neuron_axis_last(shape, dim):
+    coeffs = torch.cat([population(n, n=1) for n in ("a_b_c_disc_neg", "a0_b_c0", "a_b0_c_pos", "a0_b_c")])
+    x = torch.randn(shape, dtype=torch.float64)
+    y = F.deu(x, coeffs, dim=dim)
+    last = F.deu(x.movedim(dim, -1), coeffs, dim=-1)
+    assert y.shape == x.shape
+    assert torch.equal(y, last.movedim(-1, dim))
+
+
+def test_gravitation_gives_a_relu_neuron_gradients_in_a_and_c():
+    coeffs = torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0]], requires_grad=True)
+    x = torch.randn(256, 1, generator=torch.Generator().manual_seed(0)) + 0.5
+    F.deu(x, coeffs, gravitation=True).pow(2).sum().backward()
+    with_gravitation = coeffs.grad.clone()
+    coeffs.grad = None
+    F.deu(x, coeffs, gravitation=False).pow(2).sum().backward()
+    without = coeffs.grad.clone()
+    assert with_gravitation[0, 0] != 0 and with_gravitation[0, 2] != 0
+    assert without[0, 0] == 0 and without[0, 2] == 0
+    # The other gradients are f's own, unchanged by gravitation.
+    assert torch.equal(with_gravitation[0, [1, 3, 4]], without[0, [1, 3, 4]])
+
+
+@pytest.mark.parametrize(
+    "coeffs,p",
+    [
+        ((0.0, 1.0, 0.0, 0.3, 0.0), 0),  # ReLU, neighbour in a: a_b_c0 (second order)
+        ((1.0, 0.0, 2.0, 0.2, -0.4), 1),  # undamped oscillation, neighbour in b
+        ((0.0, 0.0, 1.5, 0.0, 0.0), 0),  # sigmoid, neighbour in a
+    ],
+)
+def test_the_gravitation_neighbour_matches_value_and_slope_at_t_star(coeffs, p):
+    f_coeffs = torch.tensor([coeffs], dtype=torch.float64)
+    effective, index = classify(f_coeffs, EPS)
+    f_sub = SUBSPACES[index.item()]
+    t_star = torch.tensor([0.4], dtype=torch.float64)
+    f, df = _evaluate_at(f_sub, effective, t_star, 100.0)
+    moved = effective.clone()
+    moved[:, p] = EPS
+    moved_eff, h_index = classify(moved, EPS)
+    h_sub = SUBSPACES[h_index.item()]
+    assert h_sub.order == 2
+    ic = _matched_initial_conditions(h_sub, moved_eff, t_star, f, df, 100.0)
+    moved_eff[:, 3:] = ic
+    h, dh = _evaluate_at(h_sub, moved_eff, t_star, 100.0)
+    assert h.item() == pytest.approx(f.item(), rel=1e-8, abs=1e-10)
+    assert dh.item() == pytest.approx(df.item(), rel=1e-8, abs=1e-10)
+
+
+def test_a_first_order_neighbour_matches_the_value():
+    # Sigmoid neuron, singular in b: the neighbour (0, eps, c) is first order.
+    f_coeffs = torch.tensor([[0.0, 0.0, 1.5, 0.0, 0.0]], dtype=torch.float64)
+    effective, index = classify(f_coeffs, EPS)
+    t_star = torch.tensor([0.02], dtype=torch.float64)
+    f, df = _evaluate_at(SUBSPACES[index.item()], effective, t_star, 100.0)
+    moved = effective.clone()
+    moved[:, 1] = EPS
+    moved_eff, h_index = classify(moved, EPS)
+    h_sub = SUBSPACES[h_index.item()]
+    assert h_sub.order == 1
+    moved_eff[:, 3:] = _matched_initial_conditions(h_sub, moved_eff, t_star, f, df, 100.0)
+    h, _ = _evaluate_at(h_sub, moved_eff, t_star, 100.0)
+    assert h.item() == pytest.approx(f.item(), rel=1e-8)
+
+
+_magnitudes = st.sampled_from([0.0, 1e-8, 1e-4, EPS, 0.0099999, 0.5, 1.0, 3.0, 1e2, 1e4])
+_signs = st.sampled_from([-1.0, 1.0])
+_coefficient = st.builds(lambda m, s: m * s, _magnitudes, _signs)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    abc=st.tuples(_coefficient, _coefficient, _coefficient),
+    ic=st.tuples(st.floats(-10, 10), st.floats(-10, 10)),
+    critical=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_outputs_and_gradients_are_finite_at_boundaries(abc, ic, critical, dtype):
+    a, b, c = abc
+    if critical and a != 0 and c != 0 and (a > 0) == (c > 0):
+        b = math.copysign(math.sqrt(4 * a * c), b)  # discriminant exactly 0
+    coeffs = torch.tensor([[a, b, c, *ic]], dtype=dtype, requires_grad=True)
+    x = torch.linspace(-20, 20, 41, dtype=dtype).reshape(-1, 1).requires_grad_()
+    y = F.deu(x, coeffs)
+    y.sum().backward()
+    assert torch.isfinite(y).all()
+    assert y.abs().max() <= 1000.0
+    assert torch.isfinite(x.grad).all(), (abc, ic)
+    assert torch.isfinite(coeffs.grad).all(), (abc, ic)
+
+
+def test_all_zero_coefficients_become_b_equals_epsilon():
+    assert deu.subspaces(torch.zeros(1, 5)) == ["a0_b_c0"]
+    x = torch.linspace(-1, 1, 5).reshape(-1, 1)
+    y = F.deu(x, torch.zeros(1, 5))
+    assert torch.allclose(y, torch.relu(x) / EPS)
+
+
+def test_state_dict_round_trip_and_dtype_conversion():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 6), deu.DEU(6))
+    clone = torch.nn.Sequential(torch.nn.Linear(3, 6), deu.DEU(6, init="relu"))
+    clone.load_state_dict(model.state_dict())
+    x = torch.randn(4, 3)
+    assert torch.equal(model(x), clone(x))
+    assert set(model.state_dict()) == {"0.weight", "0.bias", "1.coeffs"}
+    double = model.double()
+    assert double[1].coeffs.dtype == torch.float64
+    assert double(x.double()).dtype == torch.float64
+    single = double.to(torch.float32)
+    assert torch.allclose(single(x), clone(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_computed_in_float32_and_returned_in_its_dtype(dtype):
+    layer = deu.DEU(4, init="damped")
+    x = torch.randn(8, 4)
+    y = layer(x.to(dtype))
+    assert y.dtype == dtype
+    assert torch.allclose(y.float(), layer(x.to(dtype).float()).to(dtype).float())
+    y.float().sum().backward()
+    assert torch.isfinite(layer.coeffs.grad).all()
+
+
+def test_runs_under_cpu_autocast():
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), deu.DEU(4), torch.nn.Linear(4, 1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(torch.randn(16, 5))
+    y.float().sum().backward()
+    assert torch.isfinite(y.float()).all()
+    assert torch.isfinite(model[1].coeffs.grad).all()
+
+
+def test_nan_in_the_input_stays_in_its_own_elements():
+    layer = deu.DEU(3)
+    x = torch.randn(4, 3)
+    x[1, 2] = float("nan")
+    y = layer(x)
+    assert torch.isnan(y[1, 2])
+    mask = torch.ones_like(y, dtype=torch.bool)
+    mask[1, 2] = False
+    assert torch.isfinite(y[mask]).all()
+
+
+def test_torch_compile_runs_and_matches_eager():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), deu.DEU(8), torch.nn.Linear(8, 2))
+    compiled = torch.compile(model)
+    x = torch.randn(16, 4)
+    assert torch.allclose(compiled(x), model(x), rtol=1e-5, atol=1e-6)
+    compiled(x).sum().backward()
+    eager_grad = model[1].coeffs.grad.clone()
+    model.zero_grad()
+    model(x).sum().backward()
+    assert torch.allclose(eager_grad, model[1].coeffs.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_inputs_raise_clear_errors():
+    layer = deu.DEU(4)
+    with pytest.raises(ValueError, match="input has 3 neurons along dim 1.*expected 4"):
+        layer(torch.randn(2, 3))
+    with pytest.raises(TypeError, match="floating-point.*torch.int64"):
+        layer(torch.ones(2, 4, dtype=torch.long))
+    bad = torch.zeros(4, 5)
+    bad[1, 0], bad[3, 4] = float("inf"), float("nan")
+    with pytest.raises(ValueError, match="neurons 1, 3 have non-finite"):
+        F.deu(torch.randn(2, 4), bad)
+    with pytest.raises(ValueError, match=r"shape \(num_neurons, 5\), got \(4, 3\)"):
+        F.deu(torch.randn(2, 4), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="dim must be in"):
+        F.deu(torch.randn(2, 4), torch.zeros(4, 5), dim=2)
+    with pytest.raises(ValueError, match="critical must be one of"):
+        F.deu(torch.randn(2, 4), torch.zeros(4, 5), critical="maple")
+    with pytest.raises(ValueError, match="epsilon must be positive"):
+        F.deu(torch.randn(2, 4), torch.zeros(4, 5), epsilon=0.0)
+    with pytest.raises(ValueError, match="init must be one of"):
+        deu.DEU(4, init="swish")
+    with pytest.raises(ValueError, match=r"shape \(4, 5\), got \(3, 5\)"):
+        deu.DEU(4, init=torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="num_neurons must be a positive int"):
+        deu.DEU(0)
+
+
+def test_describe_and_repr():
+    layer = deu.DEU(2, init=torch.tensor([[1.0687, 0.5607, 0.4251, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0]]))
+    lines = layer.describe().splitlines()
+    assert lines[0] == "1.0687 y'' + 0.5607 y' + 0.4251 y = u(t)   y(0)=0, y'(0)=0   [damped (or growing) oscillation]"
+    assert lines[1] == "0.0000 y'' + 1.0000 y' + 0.0000 y = u(t)   y(0)=0   [ReLU-like ramp]"
+    assert repr(layer).startswith("DEU(2, dim=1, init='tensor', epsilon=0.01")
+    assert layer.subspaces() == ["a_b_c_disc_neg", "a0_b_c0"]
+
+
+def test_random_init_is_the_papers():
+    layer = deu.DEU(1000)
+    abc, ic = layer.coeffs[:, :3], layer.coeffs[:, 3:]
+    assert (abc > 0).all() and (abc < 1).all()
+    assert (ic == 0).all()
+
+
+def test_a_two_layer_deu_network_learns_a_small_task():
+    torch.manual_seed(0)
+    x = torch.linspace(-3, 3, 128).reshape(-1, 1)
+    target = torch.sin(2 * x) + 0.3 * x
+    model = torch.nn.Sequential(
+        torch.nn.Linear(1, 16), deu.DEU(16), torch.nn.Linear(16, 16), deu.DEU(16), torch.nn.Linear(16, 1)
+    )
+    # lr 3e-3: Adam's fixed-size steps on c1, c2 are amplified by the growing
+    # homogeneous modes (up to exp(14)); at 1e-2 this task diverges (see README).
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    initial = torch.nn.functional.mse_loss(model(x), target).item()
+    for _ in range(300):
+        optimiser.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), target)
+        loss.backward()
+        optimiser.step()
+    assert loss.item() < 0.02 * initial
+    assert loss.item() < 0.005
+
+
+def test_overdamped_small_root_is_accurate_in_float32():
+    """Roots -99.98 and -0.02: the naive (-b + sqrt(disc))/(2a) loses the small one.
+
+    The value must match float64 to float32 rounding (1e-5 of its scale); the
+    coefficient gradients still carry cancellation of exp(r2*t) - 1 (measured
+    5e-4 relative for dy/da), so they are held to 2e-3.
+    """
+    coeffs = torch.tensor([[0.01, 1.0, 0.02, 0.0, 0.0]], dtype=torch.float64)
+    x = torch.linspace(0.05, 5, 100, dtype=torch.float64).reshape(-1, 1)
+    results = {}
+    for dtype in (torch.float32, torch.float64):
+        c = coeffs.to(dtype).requires_grad_()
+        y = F.deu(x.to(dtype), c)
+        y.sum().backward()
+        results[dtype] = (y.double(), c.grad.double())
+    (y32, g32), (y64, g64) = results[torch.float32], results[torch.float64]
+    assert ((y32 - y64).abs().max() / y64.abs().max()).item() < 1e-5
+    assert torch.allclose(g32, g64, rtol=2e-3, atol=1e-3)
