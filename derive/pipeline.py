@@ -115,6 +115,25 @@ def _operations(kernel: Kernel) -> dict:
     }
 
 
+_LATEX_NAMES = {
+    "y": "y",
+    "dy_dt": r"\partial y / \partial t",
+    "dy_da": r"\partial y / \partial a",
+    "dy_db": r"\partial y / \partial b",
+    "dy_dc": r"\partial y / \partial c",
+    "dy_dc1": r"\partial y / \partial c_1",
+    "dy_dc2": r"\partial y / \partial c_2",
+}
+
+
+_STEP_LATEX = sp.Function("u")
+
+
+def _latex(expr: sp.Expr) -> str:
+    """LaTeX with the paper's notation: u(t) for the step."""
+    return sp.latex(sp.sympify(expr).replace(sp.Heaviside, lambda x, *h0: _STEP_LATEX(x)))
+
+
 def _report_context(kernel: Kernel) -> dict:
     derivation = kernel.derivation
     solution = derivation.solution
@@ -127,12 +146,18 @@ def _report_context(kernel: Kernel) -> dict:
         "description": subspace.description,
         "conditions": subspace.conditions,
         "order": subspace.order,
-        "ode": sp.latex(ode),
-        "auxiliaries": [(sp.latex(q), sp.latex(e)) for q, e in subspace.auxiliaries.items()],
-        "relation": [(sp.latex(p), sp.latex(e)) for p, e in subspace.relation.items()],
-        "homogeneous": sp.latex(solution.homogeneous),
-        "step_response": sp.latex(solution.step_response),
-        "basis": [sp.latex(x) for x in solution.basis] if subspace.order else [],
+        "ode": _latex(ode),
+        "auxiliaries": [(_latex(q), _latex(e)) for q, e in subspace.auxiliaries.items()],
+        "parametrisation": [
+            (_latex(p), _latex(e)) for p, e in subspace.parametrisation.items()
+        ],
+        "derivatives": [
+            (_LATEX_NAMES[name], _latex(expr)) for name, expr in derivation.outputs.items()
+        ][1:],
+        "relation": [(_latex(p), _latex(e)) for p, e in subspace.relation.items()],
+        "homogeneous": _latex(solution.homogeneous),
+        "step_response": _latex(solution.step_response),
+        "basis": [_latex(x) for x in solution.basis] if subspace.order else [],
         "uses": subspace.uses,
         "paper_note": subspace.paper_note,
         "notes": list(derivation.notes),
