@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0+cpu
 TORCH_PIP_ARGS ?=
 
-.PHONY: venv regenerate check-generated test clean
+.PHONY: venv regenerate check-generated test lint bench test-install clean
 
 venv: $(VENV)/.installed
 
@@ -29,6 +29,24 @@ check-generated: venv
 
 test: venv
 	$(PY) -m pytest
+
+lint: venv
+	$(PY) -m ruff check derive deu tests
+	$(PY) -m black --check derive deu tests
+	$(PY) -m mypy
+
+bench: venv
+	$(PY) -m deu.benchmark --markdown BENCHMARKS.table.md
+
+# The full packaging check: a fresh venv outside the checkout, torch and the
+# wheel installed from scratch, then a forward and backward pass from elsewhere.
+test-install: venv
+	rm -rf /tmp/deu-test-install && mkdir -p /tmp/deu-test-install
+	$(PY) -m pip wheel --no-deps -q -w /tmp/deu-test-install/wheels .
+	$(PYTHON) -m venv /tmp/deu-test-install/venv
+	/tmp/deu-test-install/venv/bin/pip install -q $(TORCH_PIP_ARGS) "$(TORCH)"
+	/tmp/deu-test-install/venv/bin/pip install -q /tmp/deu-test-install/wheels/deu-*.whl
+	cd /tmp/deu-test-install && venv/bin/python -c "import torch, deu; m = deu.DEU(4); x = torch.randn(2, 4, requires_grad=True); m(x).sum().backward(); print('installed deu works:', deu.__file__)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -105,7 +105,7 @@ def _element_block(outputs: dict[str, sp.Expr]) -> Block:
     names = [n for n, e in outputs.items() if e != 0]
     replacements, reduced = _cse([outputs[n] for n in names], "x")
     results: dict[str, sp.Expr | None] = {n: None for n in outputs}
-    results.update(zip(names, reduced))
+    results.update(zip(names, reduced, strict=True))
     return Block(tuple(replacements), results)
 
 
@@ -128,6 +128,8 @@ def optimise(derivation: Derivation) -> Kernel:
     definitions = [expr for expr in hoist.table]
     replacements, reduced = _cse(definitions, "n")
     assignments = [*auxiliaries, *replacements]
-    results = {str(symbol): expr for symbol, expr in zip(hoist.table.values(), reduced)}
+    results = {
+        str(symbol): expr for symbol, expr in zip(hoist.table.values(), reduced, strict=True)
+    }
     neuron = Block(tuple(assignments), results)
     return Kernel(derivation, _kernel_inputs(derivation), neuron, value, derivatives)

@@ -22,7 +22,19 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from derive.solve import Solution, solve
-from derive.spec import CRITICAL, DIFF_VARIABLES, OVERDAMPED_SYMMETRIC, Sigmoid, a, b, c, mu, nu, s, t
+from derive.spec import (
+    CRITICAL,
+    DIFF_VARIABLES,
+    OVERDAMPED_SYMMETRIC,
+    Sigmoid,
+    a,
+    b,
+    c,
+    mu,
+    nu,
+    s,
+    t,
+)
 
 OUTPUT_NAMES = ("y", "dy_dt", "dy_da", "dy_db", "dy_dc", "dy_dc1", "dy_dc2")
 
@@ -88,9 +100,7 @@ def coefficient_partial(value: sp.Expr, subspace, p: sp.Symbol) -> sp.Expr:
     the parametrisation keeps p, and otherwise through the auxiliaries.
     """
     explicit = sp.S.Zero if p in subspace.parametrisation else sp.diff(value, p)
-    through = sum(
-        (sp.diff(value, q) * dq for q, dq in _jacobian(subspace, p).items()), sp.S.Zero
-    )
+    through = sum((sp.diff(value, q) * dq for q, dq in _jacobian(subspace, p).items()), sp.S.Zero)
     return explicit + through
 
 
@@ -118,7 +128,7 @@ def differentiate(solution: Solution) -> Derivation:
     value = solution.value
     outputs = {"y": value}
     smoothed = []
-    for name, variable in zip(OUTPUT_NAMES[1:], DIFF_VARIABLES):
+    for name, variable in zip(OUTPUT_NAMES[1:], DIFF_VARIABLES, strict=True):
         if variable in (a, b, c):
             derivative = coefficient_partial(value, subspace, variable)
         else:

@@ -75,7 +75,7 @@ def _code_context(kernel: Kernel, printer: Printer) -> dict:
     def results(block, names):
         # Temporaries all depend on t (t-free work was hoisted into the neuron block).
         elementwise = {t, *(symbol for symbol, _ in block.assignments)}
-        printed = {}
+        printed: dict[str, dict | None] = {}
         for name in names:
             expr = block.results[name]
             if expr is None:
@@ -148,9 +148,7 @@ def _report_context(kernel: Kernel) -> dict:
         "order": subspace.order,
         "ode": _latex(ode),
         "auxiliaries": [(_latex(q), _latex(e)) for q, e in subspace.auxiliaries.items()],
-        "parametrisation": [
-            (_latex(p), _latex(e)) for p, e in subspace.parametrisation.items()
-        ],
+        "parametrisation": [(_latex(p), _latex(e)) for p, e in subspace.parametrisation.items()],
         "derivatives": [
             (_LATEX_NAMES[name], _latex(expr)) for name, expr in derivation.outputs.items()
         ][1:],

@@ -63,7 +63,9 @@ def format_source(text: str, suffix: str) -> str:
 
 def render(template: str, output: str, context: dict, digest: str) -> str:
     suffix = Path(output).suffix
-    text = environment().get_template(template).render(
-        header=header(template, suffix, digest), **context
+    text = (
+        environment()
+        .get_template(template)
+        .render(header=header(template, suffix, digest), **context)
     )
     return format_source(text, suffix)

@@ -50,7 +50,7 @@ class Sigmoid(sp.Function):
         return 1 / (1 + sp.exp(-x))
 
     def _latex(self, printer):
-        return r"\sigma\left(%s\right)" % printer._print(self.args[0])
+        return rf"\sigma\left({printer._print(self.args[0])}\right)"
 
 
 def step(x: sp.Expr) -> sp.Expr:
@@ -86,7 +86,7 @@ class Subspace:
 
     @property
     def conditions(self) -> str:
-        parts = [f"{p} = 0" if z else f"{p} != 0" for p, z in zip("abc", self.zero)]
+        parts = [f"{p} = 0" if z else f"{p} != 0" for p, z in zip("abc", self.zero, strict=True)]
         if self.sign is not None:
             parts.append(self.sign.replace("disc", "b^2 - 4ac"))
         return ", ".join(parts)
@@ -106,13 +106,13 @@ class Subspace:
         """The coefficients that are nonzero here, as symbols that know it."""
         return {
             p: sp.Symbol(p.name, real=True, nonzero=True)
-            for p, zero in zip((a, b, c), self.zero)
+            for p, zero in zip((a, b, c), self.zero, strict=True)
             if not zero
         }
 
     def coefficients(self) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
         """(a, b, c) with the zero pattern applied, in the original symbols."""
-        return tuple(sp.S.Zero if z else p for p, z in zip((a, b, c), self.zero))
+        return tuple(sp.S.Zero if z else p for p, z in zip((a, b, c), self.zero, strict=True))
 
 
 _TABLE1 = "Table 1 of the paper writes this solution in the same basis."
@@ -198,7 +198,7 @@ SUBSPACES: tuple[Subspace, ...] = (
             r2: c / (a * r1),
         },
         implicit={r1: a * r1**2 + b * r1 + c, r2: a * r2**2 + b * r2 + c},
-        paper_note="Not in Table 1 (\"four forms\"); basis chosen so y(0) = c1, y'(0) = c2.",
+        paper_note='Not in Table 1 ("four forms"); basis chosen so y(0) = c1, y\'(0) = c2.',
     ),
     Subspace(
         "a_b_c_disc_zero",
@@ -224,7 +224,7 @@ SUBSPACES: tuple[Subspace, ...] = (
             alpha: b / (2 * a),
             omega: sp.sqrt(c / a - b**2 / (4 * a**2)),
         },
-        paper_note="Not in Table 1 (\"four forms\"); basis chosen so y(0) = c1, y'(0) = c2.",
+        paper_note='Not in Table 1 ("four forms"); basis chosen so y(0) = c1, y\'(0) = c2.',
     ),
 )
 

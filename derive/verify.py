@@ -40,9 +40,7 @@ def residuals(solution: Solution) -> dict[str, sp.Expr]:
     }
     consistency.update(
         {
-            f"{q} is a root": subspace.in_coefficients(polynomial).subs(
-                subspace.nonzero_symbols()
-            )
+            f"{q} is a root": subspace.in_coefficients(polynomial).subs(subspace.nonzero_symbols())
             for q, polynomial in subspace.implicit.items()
         }
     )
@@ -97,7 +95,11 @@ def check_denominators(kernel) -> None:
     # Symbols of this subspace that are nonzero by its definition.
     nonzero = subspace.nonzero_symbols()
     nonzero.update(
-        {q: sp.Symbol(q.name, real=True, nonzero=True) for q in subspace.auxiliaries if not q.is_positive}
+        {
+            q: sp.Symbol(q.name, real=True, nonzero=True)
+            for q in subspace.auxiliaries
+            if not q.is_positive
+        }
     )
     # The nonzero coefficients in the parametrisation: a factor of their product
     # is nonzero too (mu + nu is a factor of c = a*(mu - nu)*(mu + nu), say).

@@ -9,7 +9,16 @@ solutions of a*y'' + b*y' + c*y = u(t), one ODE per neuron.
 
 from deu import functional
 from deu._subspaces import SUBSPACE_NAMES, subspaces
+from deu.lazy import LazyDEU, replace_activations
 from deu.module import DEU, PRESETS
 
-__all__ = ["DEU", "PRESETS", "SUBSPACE_NAMES", "functional", "subspaces"]
+__all__ = [
+    "DEU",
+    "LazyDEU",
+    "PRESETS",
+    "SUBSPACE_NAMES",
+    "functional",
+    "replace_activations",
+    "subspaces",
+]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""The DEU autograd Function: grouped forward, recomputing backward, gravitation.
+"""The DEU operator: grouped forward, recomputing backward, gravitation.
 
 Forward: neurons are grouped by subspace (one host synchronisation per call, to
 read the groups); each group's kernel runs on that group's slice of the input
@@ -74,20 +74,29 @@ def _reduce(values: torch.Tensor, dim: int) -> torch.Tensor:
     return values.sum(dim=axes) if axes else values
 
 
+def _assemble(parts: list[tuple[torch.Tensor | None, torch.Tensor]], dim: int) -> torch.Tensor:
+    """Put each group's result at its neurons' places along ``dim``."""
+    if len(parts) == 1 and parts[0][0] is None:
+        return parts[0][1]
+    first = parts[0][1]
+    shape = list(first.shape)
+    shape[dim] = sum(part.shape[dim] for _, part in parts)
+    out = first.new_empty(shape)
+    for idx, part in parts:
+        assert idx is not None
+        out.index_copy_(dim, idx, part)
+    return out
+
+
 def forward_values(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings) -> torch.Tensor:
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
-    groups = _groups(index)
     shape = _neuron_shape(x, settings.dim)
-    out = None if len(groups) == 1 else torch.empty_like(x)
-    for s, idx in groups:
+    parts = []
+    for s, idx in _groups(index):
         subspace = SUBSPACES[s]
         k = _neuron_quantities(subspace, _take(effective, 0, idx), shape, settings.steepness)
-        y = subspace.value(_take(x, settings.dim, idx), k)
-        if out is None:
-            out = y
-        else:
-            out.index_copy_(settings.dim, idx, y)
-    return out.clamp(-settings.max_value, settings.max_value)
+        parts.append((idx, subspace.value(_take(x, settings.dim, idx), k)))
+    return _assemble(parts, settings.dim).clamp(-settings.max_value, settings.max_value)
 
 
 def _evaluate_at(subspace, coeffs: torch.Tensor, t: torch.Tensor, steepness: float):
@@ -97,7 +106,11 @@ def _evaluate_at(subspace, coeffs: torch.Tensor, t: torch.Tensor, steepness: flo
 
 
 def _matched_initial_conditions(
-    neighbour, coeffs: torch.Tensor, t_star: torch.Tensor, f: torch.Tensor, df: torch.Tensor,
+    neighbour,
+    coeffs: torch.Tensor,
+    t_star: torch.Tensor,
+    f: torch.Tensor,
+    df: torch.Tensor,
     steepness: float,
 ) -> torch.Tensor:
     """c1, c2 of the neighbour h so that h(t*) = f and h'(t*) = f' (a batched 2x2 solve).
@@ -137,14 +150,18 @@ def _matched_initial_conditions(
 
 
 def _gravitation(
-    subspace, coeffs_raw: torch.Tensor, effective: torch.Tensor, x: torch.Tensor,
-    g: torch.Tensor, settings: Settings,
+    subspace,
+    coeffs_raw: torch.Tensor,
+    effective: torch.Tensor,
+    x: torch.Tensor,
+    g: torch.Tensor,
+    settings: Settings,
 ) -> torch.Tensor:
     """Gradient (n, 5) contributed by outward gravitation for one group's neurons."""
     dim, eps = settings.dim, settings.epsilon
     n = effective.shape[0]
     grad = torch.zeros(n, 5, dtype=x.dtype, device=x.device)
-    singular = [p for p, zero in zip((_A, _B, _C), subspace.zero) if zero]
+    singular = [p for p, zero in zip((_A, _B, _C), subspace.zero, strict=True) if zero]
     if not singular:
         return grad
     shape = _neuron_shape(x, dim)
@@ -161,8 +178,12 @@ def _gravitation(
             neighbour = SUBSPACES[s]
             h_coeffs = _take(moved_eff, 0, idx).clone()
             initial = _matched_initial_conditions(
-                neighbour, h_coeffs, _take(t_star, 0, idx), _take(f, 0, idx),
-                _take(df, 0, idx), settings.steepness,
+                neighbour,
+                h_coeffs,
+                _take(t_star, 0, idx),
+                _take(f, 0, idx),
+                _take(df, 0, idx),
+                settings.steepness,
             )
             h_coeffs[:, _C1], h_coeffs[:, _C2] = initial[:, 0], initial[:, 1]
             k = _neuron_quantities(neighbour, h_coeffs, shape, settings.steepness)
@@ -178,62 +199,101 @@ def _gravitation(
 
 
 def backward_values(
-    x: torch.Tensor, coeffs: torch.Tensor, g: torch.Tensor, settings: Settings,
-    need_input: bool, need_coeffs: bool,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    x: torch.Tensor, coeffs: torch.Tensor, g: torch.Tensor, settings: Settings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad of x, grad of coeffs) for the output gradient g."""
     dim = settings.dim
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
-    groups = _groups(index)
     shape = _neuron_shape(x, dim)
-    grad_x = torch.empty_like(x) if need_input and len(groups) > 1 else None
-    grad_coeffs = torch.zeros_like(coeffs) if need_coeffs else None
-    for s, idx in groups:
+    input_parts, coeff_parts = [], []
+    for s, idx in _groups(index):
         subspace = SUBSPACES[s]
         group_coeffs = _take(effective, 0, idx)
         k = _neuron_quantities(subspace, group_coeffs, shape, settings.steepness)
         xs = _take(x, dim, idx)
         outputs = subspace.derivatives(xs, k)
-        y = outputs[0]
         # The output clamp passes no gradient where it is active.
-        gs = _take(g, dim, idx) * (y.abs() <= settings.max_value).to(g.dtype)
-        if need_input:
-            gx = gs * outputs[1]
-            if grad_x is None:
-                grad_x = gx
-            else:
-                grad_x.index_copy_(dim, idx, gx)
-        if need_coeffs:
-            columns = [
-                _reduce(gs * d, dim) if d is not None else torch.zeros_like(group_coeffs[:, 0])
-                for d in (outputs[o] for o in _OUTPUT_OF_COEFF)
-            ]
-            group_grad = torch.stack(columns, dim=1)
-            if settings.gravitation:
-                group_grad = group_grad + _gravitation(
-                    subspace, _take(coeffs, 0, idx), group_coeffs, xs, gs, settings
-                )
-            if idx is None:
-                grad_coeffs = group_grad
-            else:
-                grad_coeffs[idx] = group_grad
-    return grad_x, grad_coeffs
+        gs = _take(g, dim, idx) * (outputs[0].abs() <= settings.max_value).to(g.dtype)
+        input_parts.append((idx, gs * outputs[1]))
+        columns = [
+            _reduce(gs * d, dim) if d is not None else torch.zeros_like(group_coeffs[:, 0])
+            for d in (outputs[o] for o in _OUTPUT_OF_COEFF)
+        ]
+        group_grad = torch.stack(columns, dim=1)
+        if settings.gravitation:
+            group_grad = group_grad + _gravitation(
+                subspace, _take(coeffs, 0, idx), group_coeffs, xs, gs, settings
+            )
+        coeff_parts.append((idx, group_grad))
+    return _assemble(input_parts, dim), _assemble(coeff_parts, 0)
 
 
-class DEUFunction(torch.autograd.Function):
-    """y = DEU(x; coeffs). Use deu.functional.deu, which validates its inputs."""
+def _check_finite(coeffs: torch.Tensor) -> None:
+    finite = torch.isfinite(coeffs).all(dim=1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten().tolist()
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        raise ValueError(f"coeffs must be finite; neurons {shown} have non-finite coefficients")
 
-    @staticmethod
-    def forward(ctx, x, coeffs, settings: Settings):
-        ctx.settings = settings
-        ctx.save_for_backward(x, coeffs)
-        return forward_values(x, coeffs, settings)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        x, coeffs = ctx.saved_tensors
-        need_input, need_coeffs = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_x, grad_coeffs = backward_values(
-            x, coeffs, g.contiguous(), ctx.settings, need_input, need_coeffs
-        )
-        return grad_x, grad_coeffs, None
+# The activation as a PyTorch custom operator: torch.compile and torch.export see
+# one opaque op with a known output shape (no graph break at the host
+# synchronisation that reads the subspace groups), and autograd is registered on it.
+
+
+@torch.library.custom_op("deu::forward", mutates_args=())
+def deu_forward(
+    x: torch.Tensor,
+    coeffs: torch.Tensor,
+    dim: int,
+    epsilon: float,
+    steepness: float,
+    max_value: float,
+    gravitation: bool,
+    critical: str,
+) -> torch.Tensor:
+    _check_finite(coeffs)
+    settings = Settings(dim, epsilon, steepness, max_value, gravitation, critical)
+    return forward_values(x, coeffs, settings)
+
+
+@deu_forward.register_fake
+def _(x, coeffs, dim, epsilon, steepness, max_value, gravitation, critical):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("deu::backward", mutates_args=())
+def deu_backward(
+    x: torch.Tensor,
+    coeffs: torch.Tensor,
+    grad_output: torch.Tensor,
+    dim: int,
+    epsilon: float,
+    steepness: float,
+    max_value: float,
+    gravitation: bool,
+    critical: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    settings = Settings(dim, epsilon, steepness, max_value, gravitation, critical)
+    return backward_values(x, coeffs, grad_output.contiguous(), settings)
+
+
+@deu_backward.register_fake
+def _(x, coeffs, grad_output, dim, epsilon, steepness, max_value, gravitation, critical):
+    return torch.empty_like(x), torch.empty_like(coeffs)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, coeffs, *settings = inputs
+    ctx.save_for_backward(x, coeffs)
+    ctx.settings = settings
+
+
+def _backward(ctx, grad_output):
+    x, coeffs = ctx.saved_tensors
+    grad_x, grad_coeffs = deu_backward(x, coeffs, grad_output, *ctx.settings)
+    # Only x and coeffs are differentiable; the settings get None.
+    return (grad_x, grad_coeffs) + (None,) * len(ctx.settings)
+
+
+deu_forward.register_autograd(_backward, setup_context=_setup_context)

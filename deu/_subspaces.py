@@ -64,7 +64,9 @@ def classify(
         c = torch.where(band, b * b / (4 * a), c)
     elif critical == "paper":
         half = b.abs() / 2
-        a, c = torch.where(band, half * torch.sign(a), a), torch.where(band, half * torch.sign(c), c)
+        a, c = torch.where(band, half * torch.sign(a), a), torch.where(
+            band, half * torch.sign(c), c
+        )
     else:
         raise ValueError(f"critical must be one of {CRITICAL_RULES}, got {critical!r}")
     effective = torch.stack([a, b, c, coeffs[:, 3], coeffs[:, 4]], dim=1)
@@ -78,8 +80,6 @@ def subspaces(coeffs: torch.Tensor, epsilon: float = 0.01) -> list[str]:
     ['a0_b_c0']
     """
     if coeffs.dim() != 2 or coeffs.shape[1] != 5:
-        raise ValueError(
-            f"coeffs must have shape (num_neurons, 5), got {tuple(coeffs.shape)}"
-        )
+        raise ValueError(f"coeffs must have shape (num_neurons, 5), got {tuple(coeffs.shape)}")
     _, index = classify(coeffs.detach(), epsilon)
     return [SUBSPACE_NAMES[i] for i in index.tolist()]

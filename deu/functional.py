@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from deu._autograd import DEUFunction, Settings
+from deu._autograd import deu_forward
 from deu._subspaces import CRITICAL_RULES
 
 __all__ = ["deu"]
@@ -22,7 +22,9 @@ def _validate(x: torch.Tensor, coeffs: torch.Tensor, dim: int, settings: dict) -
     if x.dim() == 0:
         raise ValueError("input must have at least one dimension (the neuron axis), got a scalar")
     if not -x.dim() <= dim < x.dim():
-        raise ValueError(f"dim must be in [{-x.dim()}, {x.dim() - 1}] for a {x.dim()}-d input, got {dim}")
+        raise ValueError(
+            f"dim must be in [{-x.dim()}, {x.dim() - 1}] for a {x.dim()}-d input, got {dim}"
+        )
     dim = dim % x.dim()
     if coeffs.dim() != 2 or coeffs.shape[1] != 5:
         raise ValueError(f"coeffs must have shape (num_neurons, 5), got {tuple(coeffs.shape)}")
@@ -33,11 +35,6 @@ def _validate(x: torch.Tensor, coeffs: torch.Tensor, dim: int, settings: dict) -
         )
     if coeffs.device != x.device:
         raise ValueError(f"coeffs are on {coeffs.device} but the input is on {x.device}")
-    finite = torch.isfinite(coeffs).all(dim=1)
-    if not bool(finite.all()):
-        bad = torch.nonzero(~finite).flatten().tolist()
-        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
-        raise ValueError(f"coeffs must be finite; neurons {shown} have non-finite coefficients")
     if not settings["epsilon"] > 0:
         raise ValueError(f"epsilon must be positive, got {settings['epsilon']}")
     if not settings["steepness"] > 0:
@@ -92,8 +89,22 @@ def deu(
     )
     dim = _validate(x, coeffs, dim, settings)
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        y = DEUFunction.apply(
-            x.to(compute), coeffs.to(compute), Settings(dim=dim, **settings)
-        )
+    # The coefficients' finiteness is checked inside the operator (it needs the
+    # values, which a traced graph does not have). Autocast is turned off around
+    # the operator, which computes in float32/float64 itself.
+    args = (
+        x.to(compute),
+        coeffs.to(compute),
+        dim,
+        settings["epsilon"],
+        settings["steepness"],
+        settings["max_value"],
+        settings["gravitation"],
+        settings["critical"],
+    )
+    if torch.is_autocast_enabled(x.device.type):
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            y = deu_forward(*args)
+    else:
+        y = deu_forward(*args)
     return y.to(x.dtype)

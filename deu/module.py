@@ -136,7 +136,9 @@ class DEU(nn.Module):
         """One line per neuron: its ODE, its initial conditions and its subspace."""
         effective, index = classify(self.coeffs.detach().double(), self.epsilon, self.critical)
         lines = []
-        for (a, b, c, c1, c2), s in zip(self.coeffs.detach().double().tolist(), index.tolist()):
+        for (a, b, c, c1, c2), s in zip(
+            self.coeffs.detach().double().tolist(), index.tolist(), strict=True
+        ):
             subspace = SUBSPACES[s]
             ode = f"{a:.4f} y'' {'-' if b < 0 else '+'} {abs(b):.4f} y' "
             ode += f"{'-' if c < 0 else '+'} {abs(c):.4f} y = u(t)"

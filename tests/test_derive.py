@@ -133,7 +133,9 @@ def test_the_denominator_check_rejects_division_by_a_vanishing_quantity():
         kernel.neuron.assignments + ((sp.Symbol("n_bad"), 1 / (c + b - b)),),
         kernel.neuron.results,
     )
-    bad = type(kernel)(kernel.derivation, kernel.neuron_inputs, bad_neuron, kernel.value, kernel.derivatives)
+    bad = type(kernel)(
+        kernel.derivation, kernel.neuron_inputs, bad_neuron, kernel.value, kernel.derivatives
+    )
     with pytest.raises(VerificationError, match="not provably nonzero"):
         check_denominators(bad)
 
@@ -150,7 +152,10 @@ def test_regeneration_does_not_depend_on_the_hash_seed(tmp_path):
     out = tmp_path / "generated"
     subprocess.run(
         [sys.executable, "-m", "derive", "regenerate", "--out", str(out)],
-        cwd=ROOT, env=env, check=True, capture_output=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
     )
     for path in pipeline._checked_in(pipeline.GENERATED):
         assert (out / path).read_text() == (pipeline.GENERATED / path).read_text(), path
@@ -159,7 +164,9 @@ def test_regeneration_does_not_depend_on_the_hash_seed(tmp_path):
 def test_check_reports_a_stale_file_with_a_unified_diff(tmp_path, fresh_files):
     for path, text in fresh_files.items():
         (tmp_path / path).write_text(text)
-    (tmp_path / "kernels.py").write_text(fresh_files["kernels.py"].replace("EXP_CAP = 14.0", "EXP_CAP = 15.0"))
+    (tmp_path / "kernels.py").write_text(
+        fresh_files["kernels.py"].replace("EXP_CAP = 14.0", "EXP_CAP = 15.0")
+    )
     diff = pipeline.stale_diff(tmp_path, progress=False)
     assert "-EXP_CAP = 15.0" in diff and "+EXP_CAP = 14.0" in diff
     assert "generated/kernels.py (checked in)" in diff

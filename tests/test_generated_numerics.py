@@ -29,13 +29,12 @@ is never active except in the test that is about the cap.
 
 import math
 
+import deu._generated as g
 import numpy as np
 import pytest
 import torch
 from scipy.linalg import expm
 from scipy.special import expit
-
-import deu._generated as g
 
 SUBSPACES = {sub.name: sub for sub in g.SUBSPACES}
 NAMES = list(SUBSPACES)
@@ -112,7 +111,7 @@ def sample(sub, rng, n=N_SETS):
         T = min(T_MAX, MAX_EXPONENT / rate) if rate > 0 else T_MAX
         rows.append((a, b, c, c1, c2, s, T))
     cols = np.array(rows).T
-    return dict(zip(("a", "b", "c", "c1", "c2", "s", "T"), cols))
+    return dict(zip(("a", "b", "c", "c1", "c2", "s", "T"), cols, strict=True))
 
 
 def sample_t(rng, T, avoid_kink=False):
@@ -235,7 +234,7 @@ def test_samples_lie_in_their_subspace_and_cover_both_signs(name):
     sub = SUBSPACES[name]
     coef = sample(sub, np.random.default_rng(_seed(name, 1)))
     a, b, c = coef["a"], coef["b"], coef["c"]
-    for p, zero in zip("abc", sub.zero):
+    for p, zero in zip("abc", sub.zero, strict=True):
         if zero:
             assert np.all(coef[p] == 0), f"{name}: {p} must be 0"
         else:
@@ -330,7 +329,7 @@ def _fd_scale(*arrays):
 
 def _fd_params(sub):
     """The parameters whose derivative is defined in the subspace (nonzero ones)."""
-    zero = dict(zip("abc", sub.zero))
+    zero = dict(zip("abc", sub.zero, strict=True))
     return ["t"] + [p for p in PARAMS if not zero.get(p, False)]
 
 
@@ -453,7 +452,7 @@ def test_float32_evaluation_is_finite_and_close_to_float64(name):
 
     outs32 = gen_derivatives(sub, t32, coef32, dtype=torch.float32)
     outs64 = gen_derivatives(sub, t32, coef32)
-    for out_name, d32, d64 in zip(g.OUTPUTS, outs32, outs64):
+    for out_name, d32, d64 in zip(g.OUTPUTS, outs32, outs64, strict=True):
         assert (d32 is None) == (d64 is None), f"{name}: {out_name} None in one dtype only"
         if d32 is None:
             continue
@@ -493,7 +492,7 @@ def test_exponent_cap_keeps_hyperbolic_growth_finite_and_bounded():
     )
     assert y[0, 0] == pytest.approx(expected, rel=1e-12)
 
-    for out_name, d in zip(g.OUTPUTS, gen_derivatives(sub, t, coef)):
+    for out_name, d in zip(g.OUTPUTS, gen_derivatives(sub, t, coef), strict=True):
         if d is not None:
             assert np.all(np.isfinite(d)), f"{out_name} is not finite at huge |t|"
 
@@ -510,6 +509,6 @@ def test_every_subspace_stays_finite_at_huge_t(name, dtype):
     y = gen_value(sub, t, coef, dtype=dtype)
     assert np.all(np.isfinite(y)), f"{name}: value not finite at huge |t|"
     assert np.all(np.abs(y) < 1e30), f"{name}: value not bounded at huge |t|"
-    for out_name, d in zip(g.OUTPUTS, gen_derivatives(sub, t, coef, dtype=dtype)):
+    for out_name, d in zip(g.OUTPUTS, gen_derivatives(sub, t, coef, dtype=dtype), strict=True):
         if d is not None:
             assert np.all(np.isfinite(d)), f"{name}: {out_name} not finite at huge |t|"

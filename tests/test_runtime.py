@@ -6,13 +6,13 @@ import math
 
 import pytest
 import torch
+from deu._generated import SUBSPACES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import deu
 from deu import functional as F
 from deu._autograd import _evaluate_at, _matched_initial_conditions
-from deu._generated import SUBSPACES
 from deu._subspaces import classify
 
 EPS = 0.01
@@ -54,7 +54,7 @@ def test_classification_agrees_with_the_generated_conditions():
     coeffs = torch.randn(4000, 5, generator=g, dtype=torch.float64)
     coeffs[:, :3] *= (torch.rand(4000, 3, generator=g) < 0.7).double()  # many exact zeros
     effective, index = classify(coeffs, EPS)
-    for (a, b, c, _, _), s in zip(effective.tolist(), index.tolist()):
+    for (a, b, c, _, _), s in zip(effective.tolist(), index.tolist(), strict=True):
         sub = SUBSPACES[s]
         assert tuple(x == 0 for x in (a, b, c)) == sub.zero
         disc = b * b - 4 * a * c
@@ -106,7 +106,9 @@ def test_critical_damping_gradients_are_the_true_partial_derivatives():
         up, down = coeffs.clone(), coeffs.clone()
         up[0, j] += h
         down[0, j] -= h
-        numeric = (F.deu(x, up, epsilon=1e-12).sum() - F.deu(x, down, epsilon=1e-12).sum()) / (2 * h)
+        numeric = (F.deu(x, up, epsilon=1e-12).sum() - F.deu(x, down, epsilon=1e-12).sum()) / (
+            2 * h
+        )
         # Truncation O(h^2) plus rounding ~1e-16/h: 1e-6 relative is ample.
         assert c.grad[0, j].item() == pytest.approx(numeric.item(), rel=1e-6, abs=1e-8), "abc"[j]
 
@@ -130,7 +132,9 @@ def test_critical_band_nearest_rule_is_continuous_and_paper_rule_is_not():
 
 def test_a_mixed_population_equals_each_neuron_alone():
     coeffs = torch.cat([population(n, n=2, seed=3) for n in NAMES]).requires_grad_()
-    x = torch.randn(4, coeffs.shape[0], 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(
+        4, coeffs.shape[0], 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
     x.requires_grad_()
     y = F.deu(x, coeffs)
     g = torch.randn_like(y)
@@ -147,7 +151,9 @@ def test_a_mixed_population_equals_each_neuron_alone():
 
 @pytest.mark.parametrize("shape,dim", [((5, 4), 1), ((2, 4, 3, 3), 1), ((3, 2, 4), -1), ((4,), 0)])
 def test_any_neuron_axis_gives_the_same_result_as_the_neuron_axis_last(shape, dim):
-    coeffs = torch.cat([population(n, n=1) for n in ("a_b_c_disc_neg", "a0_b_c0", "a_b0_c_pos", "a0_b_c")])
+    coeffs = torch.cat(
+        [population(n, n=1) for n in ("a_b_c_disc_neg", "a0_b_c0", "a_b0_c_pos", "a0_b_c")]
+    )
     x = torch.randn(shape, dtype=torch.float64)
     y = F.deu(x, coeffs, dim=dim)
     last = F.deu(x.movedim(dim, -1), coeffs, dim=-1)
@@ -329,9 +335,14 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_describe_and_repr():
-    layer = deu.DEU(2, init=torch.tensor([[1.0687, 0.5607, 0.4251, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0]]))
+    layer = deu.DEU(
+        2, init=torch.tensor([[1.0687, 0.5607, 0.4251, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0]])
+    )
     lines = layer.describe().splitlines()
-    assert lines[0] == "1.0687 y'' + 0.5607 y' + 0.4251 y = u(t)   y(0)=0, y'(0)=0   [damped (or growing) oscillation]"
+    assert (
+        lines[0]
+        == "1.0687 y'' + 0.5607 y' + 0.4251 y = u(t)   y(0)=0, y'(0)=0   [damped (or growing) oscillation]"
+    )
     assert lines[1] == "0.0000 y'' + 1.0000 y' + 0.0000 y = u(t)   y(0)=0   [ReLU-like ramp]"
     assert repr(layer).startswith("DEU(2, dim=1, init='tensor', epsilon=0.01")
     assert layer.subspaces() == ["a_b_c_disc_neg", "a0_b_c0"]
@@ -349,7 +360,11 @@ def test_a_two_layer_deu_network_learns_a_small_task():
     x = torch.linspace(-3, 3, 128).reshape(-1, 1)
     target = torch.sin(2 * x) + 0.3 * x
     model = torch.nn.Sequential(
-        torch.nn.Linear(1, 16), deu.DEU(16), torch.nn.Linear(16, 16), deu.DEU(16), torch.nn.Linear(16, 1)
+        torch.nn.Linear(1, 16),
+        deu.DEU(16),
+        torch.nn.Linear(16, 16),
+        deu.DEU(16),
+        torch.nn.Linear(16, 1),
     )
     # lr 3e-3: Adam's fixed-size steps on c1, c2 are amplified by the growing
     # homogeneous modes (up to exp(14)); at 1e-2 this task diverges (see README).

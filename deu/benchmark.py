@@ -1,0 +1,809 @@
+"""Speed and memory of the DEU activation against ReLU, PReLU and two baselines.
+
+Run ``python -m deu.benchmark`` (``make bench``); ``--quick`` is a seconds-long
+smoke run with tiny shapes.  One Markdown table is printed, every number in it
+measured in this process:
+
+* **Activation cases**, a ``(512, 1024)`` and a conv-shaped ``(32, 64, 32, 32)``
+  float32 input (neuron axis 1): ReLU, PReLU (one weight per neuron), one
+  ``torch.exp`` over the tensor (the floor for the transcendental work), and
+  the DEU paths on a mixed population of neurons and on each single-subspace
+  population.  On the mixed population two baselines are measured as well:
+
+  - the masked "every subspace on every element" method of the paper's
+    Algorithm 1 (:func:`masked_every_subspace`);
+  - the paper's per-neuron loop (:func:`per_neuron_loop`), timed on a subset of
+    the neurons and extrapolated linearly to all of them.
+
+* **Training cases**: one SGD step (forward, cross-entropy, backward, update)
+  of a 784-1024-512-10 MLP at batch 256 and of the paper's stunted ResNet-18
+  on 32x32 inputs, with ReLU, PReLU or DEU activations.
+
+"fwd+bwd" is a forward and a backward pass to the gradients of the input and
+of every parameter (for the training cases: the whole training step);
+"inference" is a forward pass under ``torch.inference_mode``.  Times are the
+median of repeated runs after warm-up runs (``time.perf_counter``, with CUDA
+synchronised around every run).  Peak memory is that of one fwd+bwd above
+what was allocated before it (see :func:`peak_memory_mb`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as nnf
+from torch import nn
+
+from deu import functional
+from deu._generated import SUBSPACES
+from deu._subspaces import SUBSPACE_NAMES, classify
+from deu.module import DEU
+
+# The runtime's defaults (epsilon, steepness, max_value, critical, ...), which the
+# baselines share so that they compute the same function.
+DEFAULTS = functional.deu.__kwdefaults__
+
+# One point well inside each subspace, as (a, b, c).  Populations are drawn
+# around them (+-5%), and the masked baseline evaluates them in the lanes of
+# neurons outside a subspace.
+INSIDE_POINTS: dict[str, tuple[float, float, float]] = {
+    "a0_b0_c": (0.0, 0.0, 1.0),
+    "a0_b_c0": (0.0, 1.0, 0.0),
+    "a0_b_c": (0.0, 1.0, 1.0),
+    "a_b0_c0": (1.0, 0.0, 0.0),
+    "a_b0_c_pos": (1.0, 0.0, 1.0),
+    "a_b0_c_neg": (1.0, 0.0, -1.0),
+    "a_b_c0": (1.0, 1.0, 0.0),
+    "a_b_c_disc_pos": (0.5, 2.0, 0.5),
+    "a_b_c_disc_zero": (1.0, 2.0, 1.0),
+    "a_b_c_disc_neg": (1.0, 0.5, 1.0),
+}
+
+# The mixed population of the issue: 40% damped oscillation, 20% overdamped,
+# 10% ReLU-like (a = c = 0), 10% undamped oscillation (b = 0), 10% first order
+# (a = 0), and the remaining 10% shared equally by the other five subspaces.
+_MAIN_SHARES = {
+    "a_b_c_disc_neg": 0.4,
+    "a_b_c_disc_pos": 0.2,
+    "a0_b_c0": 0.1,
+    "a_b0_c_pos": 0.1,
+    "a0_b_c": 0.1,
+}
+_OTHERS = [name for name in SUBSPACE_NAMES if name not in _MAIN_SHARES]
+MIXED_PROPORTIONS: dict[str, float] = {
+    name: _MAIN_SHARES.get(name, 0.1 / len(_OTHERS)) for name in SUBSPACE_NAMES
+}
+
+
+# --------------------------------------------------------------------------
+# Populations of neurons
+# --------------------------------------------------------------------------
+
+
+def subspace_population(
+    name: str, n: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``(n, 5)`` float64 coefficients of n neurons in subspace ``name``.
+
+    (a, b, c) are the subspace's inside point scaled by 1 +- 5% per neuron
+    (critically damped ones put back on b^2 = 4ac); c1, c2 are uniform in
+    [-0.5, 0.5].
+    """
+    base = torch.tensor(INSIDE_POINTS[name], dtype=torch.float64)
+    jitter = torch.rand(n, 3, generator=generator, dtype=torch.float64) - 0.5
+    abc = base * (1 + 0.1 * jitter)
+    if name == "a_b_c_disc_zero":
+        abc[:, 2] = abc[:, 1] ** 2 / (4 * abc[:, 0])
+    initial = torch.rand(n, 2, generator=generator, dtype=torch.float64) - 0.5
+    return torch.cat([abc, initial], dim=1)
+
+
+def neuron_counts(n: int, proportions: dict[str, float]) -> dict[str, int]:
+    """Split n neurons by ``proportions`` (largest remainder: each count is
+    within one neuron of its exact share, and the counts sum to n)."""
+    exact = {name: share * n for name, share in proportions.items()}
+    counts = {name: math.floor(value) for name, value in exact.items()}
+    by_remainder = sorted(exact, key=lambda name: counts[name] - exact[name])
+    for name in by_remainder[: n - sum(counts.values())]:
+        counts[name] += 1
+    return counts
+
+
+def mixed_population(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(n, 5)`` float64 coefficients in :data:`MIXED_PROPORTIONS`, neurons
+    of different subspaces interleaved in random order."""
+    counts = neuron_counts(n, MIXED_PROPORTIONS)
+    coeffs = torch.cat([subspace_population(name, k, generator) for name, k in counts.items()])
+    return coeffs[torch.randperm(n, generator=generator)]
+
+
+# --------------------------------------------------------------------------
+# Baselines: the same function as deu.functional.deu(..., gravitation=False),
+# computed the ways the paper describes, with autograd through ordinary torch ops.
+# --------------------------------------------------------------------------
+
+
+def _neuron_axis_shape(x: torch.Tensor, dim: int) -> list[int]:
+    """Shape that broadcasts a per-neuron vector against ``x`` along ``dim``."""
+    return [-1] + [1] * (x.dim() - dim % x.dim() - 1)
+
+
+def _effective_coefficients(coeffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(coefficients the kernels see, subspace index per neuron).
+
+    The runtime's classification; the gradient passes straight through to the
+    raw coefficients, as the runtime's does (a coefficient that counts as zero
+    gets no gradient because its kernel does not read it).
+    """
+    effective, index = classify(coeffs.detach(), DEFAULTS["epsilon"], DEFAULTS["critical"])
+    return coeffs + (effective - coeffs).detach(), index
+
+
+def _clamp(y: torch.Tensor) -> torch.Tensor:
+    return y.clamp(-DEFAULTS["max_value"], DEFAULTS["max_value"])
+
+
+def masked_every_subspace(x: torch.Tensor, coeffs: torch.Tensor, *, dim: int = 1) -> torch.Tensor:
+    """The paper's Algorithm 1: every present subspace's closed form on every element.
+
+    For each subspace S with at least one neuron: ``output += mask_S * f_S(x)``,
+    with f_S evaluated over the whole input for every neuron, ignoring whether
+    the neuron is in S.  To keep the lanes of neurons outside S finite (and
+    their gradients free of 0 * inf), those neurons' coefficients are replaced
+    by a point inside S before f_S is evaluated; the per-element work is
+    unchanged.  The backward pass is autograd's through all of it.
+    """
+    effective, index = _effective_coefficients(coeffs)
+    shape = _neuron_axis_shape(x, dim)
+    output = torch.zeros_like(x)
+    for s, subspace in enumerate(SUBSPACES):
+        mask = index == s
+        if not bool(mask.any()):  # Algorithm 1, line 5 (one host sync per subspace)
+            continue
+        inside = torch.tensor(
+            (*INSIDE_POINTS[subspace.name], 0.0, 0.0), dtype=coeffs.dtype, device=coeffs.device
+        )
+        lanes = torch.where(mask.unsqueeze(1), effective, inside)
+        k = subspace.neuron(*(lanes[:, j].reshape(shape) for j in range(5)), DEFAULTS["steepness"])
+        output = output + mask.to(x.dtype).reshape(shape) * subspace.value(x, k)
+    return _clamp(output)
+
+
+def per_neuron_loop(x: torch.Tensor, coeffs: torch.Tensor, *, dim: int = 1) -> torch.Tensor:
+    """The paper's published implementation: a Python loop over the neurons.
+
+    Each neuron's subspace is chosen on the host and its closed form is
+    evaluated on its own slice of the input, with the per-neuron quantities
+    computed from that neuron's (0-d) coefficient tensors; the slices are
+    stacked back.  The backward pass is autograd's through the whole loop.
+    The classification itself runs once, vectorised, which favours this
+    baseline.
+    """
+    effective, index = _effective_coefficients(coeffs)
+    columns = []
+    for i, s in enumerate(index.tolist()):
+        subspace = SUBSPACES[s]
+        k = subspace.neuron(*effective[i].unbind(), DEFAULTS["steepness"])
+        columns.append(subspace.value(x.select(dim, i), k))
+    return _clamp(torch.stack(columns, dim=dim))
+
+
+# --------------------------------------------------------------------------
+# Measuring
+# --------------------------------------------------------------------------
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(
+    step: Callable[[], object],
+    device: torch.device,
+    *,
+    repeats: int,
+    warmup: int,
+    budget_s: float,
+) -> float:
+    """Median wall time of ``step`` in ms, after ``warmup`` untimed calls.
+
+    ``repeats`` timed calls, but no more than fit in ``budget_s`` (judged by the
+    first timed call) and never fewer than min(3, repeats): slow baselines get
+    fewer repeats.
+    """
+    for _ in range(warmup):
+        step()
+    times: list[float] = []
+    wanted = repeats
+    while len(times) < wanted:
+        _synchronize(device)
+        start = time.perf_counter()
+        step()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+        if len(times) == 1:
+            wanted = max(min(3, repeats), min(repeats, int(budget_s / times[0])))
+    return 1e3 * statistics.median(times)
+
+
+def peak_memory_mb(step: Callable[[], object], device: torch.device) -> float | None:
+    """Peak memory allocated during one call of ``step``, above what was
+    allocated before it, in MiB.
+
+    CUDA: ``torch.cuda.max_memory_allocated``.  CPU: the allocator's
+    allocation and free events recorded by ``torch.profiler`` with
+    ``profile_memory=True``, summed in time order; the peak of that running
+    total.  None if the profiler's events cannot be read.
+    """
+    if device.type == "cuda":
+        _synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        _synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as profiler:
+        step()
+    try:
+        events = profiler.profiler.kineto_results.events()
+    except AttributeError:
+        return None
+    changes = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    running = peak = 0
+    for _, nbytes in changes:
+        running += nbytes
+        peak = max(peak, running)
+    return peak / 2**20
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One row of the table: what to run for fwd+bwd and for inference.
+
+    ``group`` names the rows whose ReLU, PReLU and torch.exp rows are this
+    row's references.  ``scale`` multiplies the measured times and memory (the
+    per-neuron loop, timed on a subset of the neurons).  A failure of an
+    ``optional`` workload is reported in a note instead of stopping the run.
+    """
+
+    group: str
+    case: str
+    path: str
+    train_step: Callable[[], object] | None
+    inference_step: Callable[[], object] | None
+    scale: float = 1.0
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Row:
+    group: str
+    case: str
+    path: str
+    train_ms: float | None
+    inference_ms: float | None
+    peak_mb: float | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that differs between the full run and ``--quick``."""
+
+    activation_shapes: tuple[tuple[int, ...], ...]
+    loop_neurons: int  # the per-neuron loop is timed on at most this many neurons
+    mlp_widths: tuple[int, ...]
+    mlp_batch: int
+    conv_widths: tuple[int, int]
+    conv_batch: int
+    image_size: int
+    repeats: int
+    warmup: int
+    budget_s: float  # per measurement; slow paths get fewer repeats
+    compile_backend: str
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+def full_settings(device: torch.device) -> Settings:
+    shapes = ((512, 1024), (32, 64, 32, 32))
+    if device.type == "cuda":
+        shapes += ((8192, 4096),)  # the issue's GPU target shape
+    return Settings(
+        activation_shapes=shapes,
+        loop_neurons=128,
+        mlp_widths=(784, 1024, 512, 10),
+        mlp_batch=256,
+        # The paper's batch is 128; 32 keeps the CPU run short.
+        conv_widths=(64, 128),
+        conv_batch=128 if device.type == "cuda" else 32,
+        image_size=32,
+        repeats=10,
+        warmup=2,
+        budget_s=2.0,
+        compile_backend="inductor",
+        device=device,
+    )
+
+
+def quick_settings(device: torch.device) -> Settings:
+    return Settings(
+        activation_shapes=((8, 16), (2, 8, 4, 4)),
+        loop_neurons=4,
+        mlp_widths=(784, 32, 16, 10),
+        mlp_batch=8,
+        conv_widths=(8, 16),
+        conv_batch=2,
+        image_size=8,
+        repeats=1,
+        warmup=1,
+        budget_s=0.1,
+        # Inductor's first compilation alone takes longer than a quick run.
+        compile_backend="eager",
+        device=device,
+    )
+
+
+def measure(workload: Workload, settings: Settings) -> Row:
+    """Time and profile one workload (see the module docstring for how)."""
+
+    def timed(step: Callable[[], object] | None) -> float | None:
+        if step is None:
+            return None
+        ms = median_ms(
+            step,
+            settings.device,
+            repeats=settings.repeats,
+            warmup=settings.warmup,
+            budget_s=settings.budget_s,
+        )
+        return ms * workload.scale
+
+    train_ms = timed(workload.train_step)
+    inference_ms = timed(workload.inference_step)
+    peak = None
+    if workload.train_step is not None:
+        peak = peak_memory_mb(workload.train_step, settings.device)
+    peak = None if peak is None else peak * workload.scale
+    return Row(workload.group, workload.case, workload.path, train_ms, inference_ms, peak)
+
+
+# --------------------------------------------------------------------------
+# Activation cases
+# --------------------------------------------------------------------------
+
+
+def _compiled_deu(backend: str) -> Callable[..., torch.Tensor]:
+    return torch.compile(functional.deu, backend=backend)
+
+
+def activation_workload(
+    group: str,
+    case: str,
+    path: str,
+    apply: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    parameters: Sequence[torch.Tensor] = (),
+    *,
+    scale: float = 1.0,
+    optional: bool = False,
+) -> Workload:
+    """fwd+bwd: ``apply(x)`` and its gradients in x and ``parameters`` for a fixed
+    random output gradient.  Inference: ``apply(x)`` under inference mode."""
+    x_grad = x.detach().clone().requires_grad_()
+    inputs = [x_grad, *parameters]
+    grad_output = torch.randn_like(x)
+
+    def train_step():
+        return torch.autograd.grad(apply(x_grad), inputs, grad_output)
+
+    def inference_step():
+        with torch.inference_mode():
+            return apply(x)
+
+    return Workload(group, case, path, train_step, inference_step, scale, optional)
+
+
+def _shape_name(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def reference_workloads(x: torch.Tensor, group: str) -> Iterator[Workload]:
+    """ReLU, PReLU (one learned weight per neuron) and one torch.exp (inference only)."""
+    weight = torch.full((x.shape[1],), 0.25, device=x.device, requires_grad=True)
+    yield activation_workload(group, group, "ReLU", torch.relu, x)
+    yield activation_workload(group, group, "PReLU", lambda t: nnf.prelu(t, weight), x, [weight])
+
+    def exp_step():
+        with torch.inference_mode():
+            return torch.exp(x)
+
+    yield Workload(group, group, "torch.exp", None, exp_step)
+
+
+def deu_workloads(
+    x: torch.Tensor, coeffs: torch.Tensor, group: str, case: str, settings: Settings
+) -> Iterator[Workload]:
+    """The DEU paths: the runtime (eager, gravitation on, its default) and its
+    torch.compile."""
+    c = coeffs.detach().clone().requires_grad_()
+    yield activation_workload(group, case, "DEU eager", lambda t: functional.deu(t, c), x, [c])
+    compiled = _compiled_deu(settings.compile_backend)
+    yield activation_workload(
+        group,
+        case,
+        f"DEU compiled ({settings.compile_backend})",
+        lambda t: compiled(t, c),
+        x,
+        [c],
+        optional=True,
+    )
+
+
+def baseline_workloads(
+    x: torch.Tensor, coeffs: torch.Tensor, group: str, case: str, settings: Settings
+) -> Iterator[Workload]:
+    """The runtime without gravitation (what the baselines compute), the masked
+    Algorithm 1 and the per-neuron loop (on a subset of the neurons)."""
+    c = coeffs.detach().clone().requires_grad_()
+    yield activation_workload(
+        group,
+        case,
+        "DEU eager, no gravitation",
+        lambda t: functional.deu(t, c, gravitation=False),
+        x,
+        [c],
+    )
+    yield activation_workload(
+        group, case, "masked Algorithm 1 (baseline)", lambda t: masked_every_subspace(t, c), x, [c]
+    )
+    neurons = x.shape[1]
+    subset = min(neurons, settings.loop_neurons)
+    x_subset = x.narrow(1, 0, subset).contiguous()
+    c_subset = coeffs[:subset].detach().clone().requires_grad_()
+    label = "per-neuron loop (baseline)"
+    if subset < neurons:
+        label = f"per-neuron loop (baseline; {subset} of {neurons} neurons, x{neurons / subset:g})"
+    yield activation_workload(
+        group,
+        case,
+        label,
+        lambda t: per_neuron_loop(t, c_subset),
+        x_subset,
+        [c_subset],
+        scale=neurons / subset,
+    )
+
+
+def activation_workloads(settings: Settings) -> Iterator[Workload]:
+    generator = torch.Generator().manual_seed(0)
+    dtype, device = torch.float32, settings.device
+    for shape in settings.activation_shapes:
+        group = _shape_name(shape)
+        x = torch.randn(shape, generator=generator).to(device, dtype)
+        yield from reference_workloads(x, group)
+        neurons = shape[1]
+        mixed = mixed_population(neurons, generator).to(device, dtype)
+        yield from deu_workloads(x, mixed, group, f"{group} mixed", settings)
+        yield from baseline_workloads(x, mixed, group, f"{group} mixed", settings)
+        for name in SUBSPACE_NAMES:
+            coeffs = subspace_population(name, neurons, generator).to(device, dtype)
+            yield from deu_workloads(x, coeffs, group, f"{group} {name}", settings)
+
+
+# --------------------------------------------------------------------------
+# Training cases
+# --------------------------------------------------------------------------
+
+ActivationFactory = Callable[[int], nn.Module]
+
+
+def _deu_activation(channels: int) -> nn.Module:
+    generator = torch.Generator().manual_seed(channels)
+    return DEU(channels, init=mixed_population(channels, generator).float())
+
+
+ACTIVATIONS: dict[str, ActivationFactory] = {
+    "ReLU": lambda channels: nn.ReLU(),
+    "PReLU": lambda channels: nn.PReLU(channels),
+    "DEU": _deu_activation,
+}
+
+
+def mlp(widths: Sequence[int], activation: ActivationFactory) -> nn.Sequential:
+    """Linear layers of the given widths, an activation after each hidden one."""
+    layers: list[nn.Module] = []
+    for i, (width_in, width_out) in enumerate(zip(widths, widths[1:])):
+        layers.append(nn.Linear(width_in, width_out))
+        if i < len(widths) - 2:
+            layers.append(activation(width_out))
+    return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 conv-BN, an activation after each, with a
+    1x1 projection on the shortcut when the shape changes."""
+
+    def __init__(self, width_in: int, width_out: int, stride: int, activation: ActivationFactory):
+        super().__init__()
+        self.conv1 = nn.Conv2d(width_in, width_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width_out)
+        self.act1 = activation(width_out)
+        self.conv2 = nn.Conv2d(width_out, width_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width_out)
+        self.act2 = activation(width_out)
+        self.shortcut = nn.Identity()
+        if stride != 1 or width_in != width_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(width_in, width_out, 1, stride, bias=False), nn.BatchNorm2d(width_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act1(self.bn1(self.conv1(x)))
+        return self.act2(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+def stunted_resnet(widths: tuple[int, int], activation: ActivationFactory) -> nn.Sequential:
+    """The paper's stunted ResNet-18: CIFAR ResNet-18 without its 256- and
+    512-wide stages (678k parameters with ReLU at widths (64, 128))."""
+    narrow, wide = widths
+    return nn.Sequential(
+        nn.Conv2d(3, narrow, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(narrow),
+        activation(narrow),
+        BasicBlock(narrow, narrow, 1, activation),
+        BasicBlock(narrow, narrow, 1, activation),
+        BasicBlock(narrow, wide, 2, activation),
+        BasicBlock(wide, wide, 1, activation),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(wide, 10),
+    )
+
+
+def training_workload(
+    group: str, path: str, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
+) -> Workload:
+    """fwd+bwd: one SGD step (forward, cross-entropy, backward, update).
+    Inference: the forward pass in eval mode under inference mode."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def train_step():
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        nnf.cross_entropy(model(inputs), labels).backward()
+        optimizer.step()
+
+    def inference_step():
+        model.eval()
+        with torch.inference_mode():
+            return model(inputs)
+
+    return Workload(group, group, path, train_step, inference_step)
+
+
+def training_workloads(settings: Settings) -> Iterator[Workload]:
+    generator = torch.Generator().manual_seed(1)
+    device = settings.device
+    widths = "-".join(map(str, settings.mlp_widths))
+    size = settings.image_size
+    networks = (
+        (
+            f"MLP {widths}, batch {settings.mlp_batch}",
+            lambda activation: mlp(settings.mlp_widths, activation),
+            (settings.mlp_batch, settings.mlp_widths[0]),
+        ),
+        (
+            f"stunted ResNet-18 {size}x{size}, batch {settings.conv_batch}",
+            lambda activation: stunted_resnet(settings.conv_widths, activation),
+            (settings.conv_batch, 3, size, size),
+        ),
+    )
+    for group, build, input_shape in networks:
+        inputs = torch.randn(input_shape, generator=generator).to(device)
+        labels = torch.randint(0, 10, (input_shape[0],), generator=generator).to(device)
+        for path, activation in ACTIVATIONS.items():
+            torch.manual_seed(0)  # the same weights for every activation
+            model = build(activation).to(device)
+            yield training_workload(group, path, model, inputs, labels)
+
+
+# --------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------
+
+
+def git_commit() -> str:
+    """The short commit hash of the checkout this module is in, or "unknown"."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_description(device: torch.device) -> str:
+    text = (
+        f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
+    )
+    if device.type == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(device)}"
+    return text
+
+
+COLUMNS = (
+    "case",
+    "path",
+    "fwd+bwd ms",
+    "fwd+bwd / ReLU",
+    "fwd+bwd / PReLU",
+    "inference ms",
+    "inference / PReLU",
+    "inference / exp",
+    "fwd+bwd peak MiB",
+)
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    if value is None or reference is None:
+        return None
+    return value / reference
+
+
+def table_cells(row: Row, references: dict[tuple[str, str], Row]) -> list[str]:
+    relu = references.get((row.group, "ReLU"))
+    prelu = references.get((row.group, "PReLU"))
+    exp = references.get((row.group, "torch.exp"))
+    values = (
+        row.train_ms,
+        _ratio(row.train_ms, relu and relu.train_ms),
+        _ratio(row.train_ms, prelu and prelu.train_ms),
+        row.inference_ms,
+        _ratio(row.inference_ms, prelu and prelu.inference_ms),
+        _ratio(row.inference_ms, exp and exp.inference_ms),
+        row.peak_mb,
+    )
+    return [row.case, row.path, *map(_number, values)]
+
+
+def caption(settings: Settings, notes: Sequence[str]) -> list[str]:
+    """The method, stated under the table."""
+    memory = (
+        "torch.cuda.max_memory_allocated"
+        if settings.device.type == "cuda"
+        else "the peak of the running total of the CPU allocator's allocations and frees "
+        "recorded by torch.profiler (profile_memory=True)"
+    )
+    lines = [
+        f"Times: median of up to {settings.repeats} timed runs (time.perf_counter) after "
+        f"{settings.warmup} warm-up runs; runs beyond the first stop once they would exceed "
+        f"{settings.budget_s:g} s per measurement (at least min(3, {settings.repeats}) runs). "
+        "Ratios divide by the ReLU, PReLU and torch.exp rows of the same shape or network, "
+        "measured in the same process.",
+        "fwd+bwd: forward and backward to the gradients of the input and of every parameter "
+        "(PReLU: one weight per neuron; DEU: the (C, 5) coefficients), for a fixed random "
+        "output gradient; for the MLP and ResNet rows, one SGD training step. "
+        "Inference: the forward pass under torch.inference_mode (networks in eval mode).",
+        f"Peak memory: one fwd+bwd, above what was allocated before it; {memory}.",
+        "Populations: mixed = "
+        + ", ".join(f"{share:.0%} {name}" for name, share in MIXED_PROPORTIONS.items())
+        + "; a single subspace name means every neuron in it. The networks' DEUs use the "
+        "mixed population.",
+        "DEU eager is deu.functional.deu with its defaults (outward gravitation on); DEU "
+        f"compiled is torch.compile(deu.functional.deu, backend={settings.compile_backend!r}). "
+        "The baselines compute the function of deu.functional.deu(..., gravitation=False), "
+        "with autograd for the backward: masked Algorithm 1 evaluates every present "
+        "subspace's closed form on every element and selects by mask; the per-neuron loop "
+        "evaluates each neuron's closed form on its own slice in a Python loop. Where "
+        "the loop is marked 'k of C neurons, xC/k', it was run on the first k neurons and "
+        "its times and memory multiplied by C/k (linear extrapolation).",
+    ]
+    return lines + list(notes)
+
+
+def render(rows: Sequence[Row], settings: Settings, notes: Sequence[str], command: str) -> str:
+    references = {(row.group, row.path): row for row in rows}
+    header = [
+        "## DEU benchmark",
+        "",
+        f"- Commit: `{git_commit()}`",
+        f"- Machine: {machine_description(settings.device)}",
+        f"- Device: {settings.device}",
+        f"- Command: `{command}`",
+        "",
+    ]
+    table = [
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * (len(COLUMNS) - 2)) + "|",
+    ]
+    table += ["| " + " | ".join(table_cells(row, references)) + " |" for row in rows]
+    return "\n".join(header + table + [""] + caption(settings, notes)) + "\n"
+
+
+def run(settings: Settings) -> tuple[list[Row], list[str]]:
+    """Measure every workload; returns the rows and the notes on skipped ones."""
+    rows, notes = [], []
+    for workload in [*activation_workloads(settings), *training_workloads(settings)]:
+        print(f"measuring {workload.case} / {workload.path}", file=sys.stderr, flush=True)
+        try:
+            rows.append(measure(workload, settings))
+        except Exception as error:
+            if not workload.optional:
+                raise
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            notes.append(
+                f"{workload.path} on {workload.case} skipped: {type(error).__name__}: {reason}"
+            )
+            rows.append(Row(workload.group, workload.case, workload.path, None, None, None))
+    return rows, notes
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m deu.benchmark", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, a few seconds")
+    parser.add_argument("--repeats", type=int, help="timed runs per measurement (at most)")
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    arguments = parser.parse_args(argv)
+    if arguments.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available in this torch build or machine")
+    if arguments.repeats is not None and arguments.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {arguments.repeats}")
+    return arguments
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    device = torch.device(arguments.device)
+    settings = (quick_settings if arguments.quick else full_settings)(device)
+    if arguments.repeats is not None:
+        settings = replace(settings, repeats=arguments.repeats)
+    rows, notes = run(settings)
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python -m deu.benchmark", *map(str, given)])
+    text = render(rows, settings, notes, command)
+    print(text, end="")
+    if arguments.markdown is not None:
+        arguments.markdown.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

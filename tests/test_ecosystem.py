@@ -1,0 +1,291 @@
+"""DEUs inside the PyTorch ecosystem: lazy layers, conversion, DDP, compile, export, packaging."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+import deu
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- lazy layers and conversion -------------------------------------------------
+
+
+def test_lazy_deu_infers_num_neurons_and_becomes_a_deu():
+    layer = deu.LazyDEU(init="relu")
+    assert layer.has_uninitialized_params()
+    x = torch.randn(3, 6, 4, 4)
+    y = layer(x)
+    assert type(layer) is deu.DEU and layer.num_neurons == 6
+    assert layer.coeffs.shape == (6, 5)
+    assert torch.equal(y, torch.relu(x))
+    channels_last = deu.LazyDEU(dim=-1)
+    channels_last(torch.randn(2, 5, 9))
+    assert channels_last.coeffs.shape == (9, 5)
+
+
+def test_lazy_deu_rejects_what_it_cannot_infer():
+    with pytest.raises(ValueError, match="not a tensor"):
+        deu.LazyDEU(init=torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="cannot infer num_neurons"):
+        deu.LazyDEU(dim=3)(torch.randn(2, 4))
+
+
+class BasicBlock(nn.Module):
+    """The residual block of torchvision's ResNet-18, written here (no download)."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+def small_resnet(classes: int = 10) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(inplace=True),
+        BasicBlock(16, 16),
+        BasicBlock(16, 32, stride=2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, classes),
+    )
+
+
+def test_replace_activations_converts_a_resnet_in_place():
+    torch.manual_seed(0)
+    reference = small_resnet()
+    torch.manual_seed(0)
+    model = small_resnet()
+    returned = deu.replace_activations(model, init="relu")
+    assert returned is model
+    assert not any(isinstance(m, nn.ReLU) for m in model.modules())
+    x = torch.randn(4, 3, 16, 16)
+    # The dry run infers the widths; init="relu" starts from the replaced function,
+    # so it gives the ReLU network's output (both in training mode: batch statistics).
+    assert torch.allclose(model(x), reference(x), atol=1e-6)
+    widths = sorted(m.num_neurons for m in model.modules() if isinstance(m, deu.DEU))
+    assert widths == [16, 16, 32]  # stem, block 1, block 2 (each block's relu is shared)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss = nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    optimiser.step()
+    assert all(m.coeffs.grad is not None for m in model.modules() if isinstance(m, deu.DEU))
+
+
+def test_replace_activations_rejects_non_module_types():
+    with pytest.raises(TypeError, match="nn.Module subclasses"):
+        deu.replace_activations(nn.ReLU(), types=(torch.relu,))
+
+
+# --- distributed training ---------------------------------------------------------
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 6), deu.DEU(6), nn.Linear(6, 1)).double()
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(8, 3, generator=g, dtype=torch.float64), torch.randn(
+        8, 1, generator=g, dtype=torch.float64
+    )
+
+
+STEPS = 3
+
+
+def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(STEPS):
+        optimiser.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        optimiser.step()
+
+
+def _ddp_worker(rank: int, world: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    x, y = _batch()
+    shard = slice(rank * len(x) // world, (rank + 1) * len(x) // world)
+    model = DistributedDataParallel(_model())
+    _train(model, x[shard], y[shard])
+    torch.save(model.module[1].coeffs.detach(), f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_ddp_ranks_agree_with_each_other_and_with_one_process_on_the_full_batch(tmp_path):
+    world = 2
+    mp.spawn(_ddp_worker, args=(world, str(tmp_path / "store"), str(tmp_path)), nprocs=world)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+    single = _model()
+    _train(single, *_batch())
+    assert torch.equal(ranks[0], ranks[1])
+    assert not torch.equal(ranks[0], _model()[1].coeffs.detach())  # training moved them
+    # DDP averages the two half-batch gradients: equal to the full-batch mean up to rounding.
+    assert torch.allclose(ranks[0], single[1].coeffs.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_the_training_entry_point_runs_under_torchrun():
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "deu.train",
+            "--epochs",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "test accuracy" in result.stdout and "(deu, 2 process(es))" in result.stdout
+
+
+# --- compile, export, mixed precision ----------------------------------------------
+
+
+def _mixed_model() -> nn.Module:
+    torch.manual_seed(0)
+    coeffs = torch.tensor(
+        [
+            [1.0, 0.3, 1.2, 0.1, 0.0],
+            [0.0, 1.0, 0.0, 0.0, 0.0],
+            [1.0, 0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0, 0.0],
+            [1.0, 2.0, 0.5, 0.0, 0.2],
+            [0.0, 0.7, 0.4, 0.2, 0.0],
+        ]
+    )
+    return nn.Sequential(nn.Linear(4, 6), deu.DEU(6, init=coeffs), nn.Linear(6, 2))
+
+
+def test_compile_without_graph_breaks_matches_eager_in_training_and_inference():
+    model = _mixed_model()
+    compiled = torch.compile(model, fullgraph=True)  # fails on any graph break
+    x = torch.randn(16, 4)
+    y = compiled(x)
+    assert torch.allclose(y, model(x), rtol=1e-6, atol=1e-6)
+    y.square().sum().backward()
+    compiled_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model(x).square().sum().backward()
+    for compiled_grad, p in zip(compiled_grads, model.parameters(), strict=True):
+        assert torch.allclose(compiled_grad, p.grad, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), model(x), rtol=1e-6, atol=1e-6)
+
+
+def test_export_in_eval_mode_matches_eager():
+    model = _mixed_model().eval()
+    x = torch.randn(16, 4)
+    program = torch.export.export(model, (x,))
+    assert "deu.forward" in str(program.graph)
+    assert torch.allclose(program.module()(x), model(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="float16 autocast needs a CUDA device")
+def test_float16_autocast_on_a_gpu_stays_finite():
+    model = _mixed_model().cuda()
+    with torch.autocast("cuda", dtype=torch.float16):
+        y = model(torch.randn(16, 4, device="cuda"))
+    y.float().sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(model[1].coeffs.grad).all()
+
+
+# --- packaging ------------------------------------------------------------------------
+
+
+def test_the_wheel_installs_outside_the_checkout_and_runs(tmp_path):
+    """Build the wheel, install it alone into a fresh venv, use it from elsewhere.
+
+    torch is not reinstalled (that is `make test-install`): the fresh venv sees the
+    test environment's site-packages through a path file, which does not
+    activate the editable install of deu living there.
+    """
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = wheels.glob("deu-*.whl")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", site, str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    Path(site, "torch_from_test_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    script = (
+        "import pathlib, torch, deu, deu._generated as g\n"
+        "assert pathlib.Path(deu.__file__).is_relative_to(pathlib.Path(__import__('sys').prefix)), deu.__file__\n"
+        "assert (pathlib.Path(g.__file__).parent / 'SOLUTIONS.md').exists()\n"
+        "assert (pathlib.Path(deu.__file__).parent / 'py.typed').exists()\n"
+        "layer = deu.DEU(5)\n"
+        "x = torch.randn(3, 5, requires_grad=True)\n"
+        "layer(x).sum().backward()\n"
+        "assert torch.isfinite(layer.coeffs.grad).all() and x.grad.shape == (3, 5)\n"
+        "print('ok', deu.__file__)\n"
+    )
+    clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    result = subprocess.run(
+        [str(python), "-c", script], cwd=tmp_path, capture_output=True, text=True, env=clean_env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("ok " + str(env_dir))
