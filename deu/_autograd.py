@@ -172,7 +172,9 @@ def _gravitation(
     for p in singular:
         moved = effective.clone()
         raw = coeffs_raw[:, p]
-        moved[:, p] = torch.where(raw < 0, -eps, eps)
+        # The sign as a tensor of the coefficients' dtype: a float32 eps written
+        # into float64 would round below eps and stay singular.
+        moved[:, p] = eps * torch.where(raw < 0, -1.0, 1.0).to(moved)
         moved_eff, neighbour_index = classify(moved, eps, settings.critical)
         for s, idx in _groups(neighbour_index):
             neighbour = SUBSPACES[s]
@@ -199,9 +201,14 @@ def _gravitation(
 
 
 def backward_values(
-    x: torch.Tensor, coeffs: torch.Tensor, g: torch.Tensor, settings: Settings
+    x: torch.Tensor,
+    coeffs: torch.Tensor,
+    g: torch.Tensor,
+    settings: Settings,
+    need_input: bool = True,
+    need_coeffs: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grad of x, grad of coeffs) for the output gradient g."""
+    """(grad of x, grad of coeffs) for the output gradient g; empty where not needed."""
     dim = settings.dim
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
     shape = _neuron_shape(x, dim)
@@ -214,7 +221,10 @@ def backward_values(
         outputs = subspace.derivatives(xs, k)
         # The output clamp passes no gradient where it is active.
         gs = _take(g, dim, idx) * (outputs[0].abs() <= settings.max_value).to(g.dtype)
-        input_parts.append((idx, gs * outputs[1]))
+        if need_input:
+            input_parts.append((idx, gs * outputs[1]))
+        if not need_coeffs:
+            continue
         columns = [
             _reduce(gs * d, dim) if d is not None else torch.zeros_like(group_coeffs[:, 0])
             for d in (outputs[o] for o in _OUTPUT_OF_COEFF)
@@ -225,7 +235,11 @@ def backward_values(
                 subspace, _take(coeffs, 0, idx), group_coeffs, xs, gs, settings
             )
         coeff_parts.append((idx, group_grad))
-    return _assemble(input_parts, dim), _assemble(coeff_parts, 0)
+    nothing = x.new_empty(0)
+    return (
+        _assemble(input_parts, dim) if need_input else nothing,
+        _assemble(coeff_parts, 0) if need_coeffs else nothing,
+    )
 
 
 def _check_finite(coeffs: torch.Tensor) -> None:
@@ -273,14 +287,25 @@ def deu_backward(
     max_value: float,
     gravitation: bool,
     critical: str,
+    need_input: bool,
+    need_coeffs: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     settings = Settings(dim, epsilon, steepness, max_value, gravitation, critical)
-    return backward_values(x, coeffs, grad_output.contiguous(), settings)
+    return backward_values(
+        x, coeffs, grad_output.contiguous(), settings, need_input, need_coeffs
+    )
 
 
 @deu_backward.register_fake
-def _(x, coeffs, grad_output, dim, epsilon, steepness, max_value, gravitation, critical):
-    return torch.empty_like(x), torch.empty_like(coeffs)
+def _(
+    x, coeffs, grad_output, dim, epsilon, steepness, max_value, gravitation, critical,
+    need_input, need_coeffs,
+):
+    nothing = x.new_empty(0)
+    return (
+        torch.empty_like(x) if need_input else nothing,
+        torch.empty_like(coeffs) if need_coeffs else nothing,
+    )
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -291,9 +316,16 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad_output):
     x, coeffs = ctx.saved_tensors
-    grad_x, grad_coeffs = deu_backward(x, coeffs, grad_output, *ctx.settings)
+    need_input, need_coeffs = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    grad_x, grad_coeffs = deu_backward(
+        x, coeffs, grad_output, *ctx.settings, need_input, need_coeffs
+    )
     # Only x and coeffs are differentiable; the settings get None.
-    return (grad_x, grad_coeffs) + (None,) * len(ctx.settings)
+    return (
+        grad_x if need_input else None,
+        grad_coeffs if need_coeffs else None,
+        *(None,) * len(ctx.settings),
+    )
 
 
 deu_forward.register_autograd(_backward, setup_context=_setup_context)

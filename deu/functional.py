@@ -35,12 +35,10 @@ def _validate(x: torch.Tensor, coeffs: torch.Tensor, dim: int, settings: dict) -
         )
     if coeffs.device != x.device:
         raise ValueError(f"coeffs are on {coeffs.device} but the input is on {x.device}")
-    if not settings["epsilon"] > 0:
-        raise ValueError(f"epsilon must be positive, got {settings['epsilon']}")
-    if not settings["steepness"] > 0:
-        raise ValueError(f"steepness must be positive, got {settings['steepness']}")
-    if not settings["max_value"] > 0:
-        raise ValueError(f"max_value must be positive, got {settings['max_value']}")
+    for name in ("epsilon", "steepness", "max_value"):
+        value = settings[name]
+        if not (value > 0 and value < float("inf")):
+            raise ValueError(f"{name} must be positive and finite, got {value}")
     if settings["critical"] not in CRITICAL_RULES:
         raise ValueError(f"critical must be one of {CRITICAL_RULES}, got {settings['critical']!r}")
     return dim

@@ -134,7 +134,7 @@ class DEU(nn.Module):
 
     def describe(self) -> str:
         """One line per neuron: its ODE, its initial conditions and its subspace."""
-        effective, index = classify(self.coeffs.detach().double(), self.epsilon, self.critical)
+        _, index = classify(self.coeffs.detach().double(), self.epsilon, self.critical)
         lines = []
         for (a, b, c, c1, c2), s in zip(
             self.coeffs.detach().double().tolist(), index.tolist(), strict=True

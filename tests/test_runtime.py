@@ -161,9 +161,10 @@ def test_any_neuron_axis_gives_the_same_result_as_the_neuron_axis_last(shape, di
     assert torch.equal(y, last.movedim(-1, dim))
 
 
-def test_gravitation_gives_a_relu_neuron_gradients_in_a_and_c():
-    coeffs = torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0]], requires_grad=True)
-    x = torch.randn(256, 1, generator=torch.Generator().manual_seed(0)) + 0.5
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gravitation_gives_a_relu_neuron_gradients_in_a_and_c(dtype):
+    coeffs = torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0]], dtype=dtype, requires_grad=True)
+    x = torch.randn(256, 1, generator=torch.Generator().manual_seed(0), dtype=dtype) + 0.5
     F.deu(x, coeffs, gravitation=True).pow(2).sum().backward()
     with_gravitation = coeffs.grad.clone()
     coeffs.grad = None
@@ -173,6 +174,47 @@ def test_gravitation_gives_a_relu_neuron_gradients_in_a_and_c():
     assert without[0, 0] == 0 and without[0, 2] == 0
     # The other gradients are f's own, unchanged by gravitation.
     assert torch.equal(with_gravitation[0, [1, 3, 4]], without[0, [1, 3, 4]])
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float32, 2e-3), (torch.float64, 1e-8)])
+def test_gravitation_gradient_is_the_gradient_of_the_matched_neighbour(dtype, rtol):
+    """Rebuild the neighbour by hand (own 2x2 solve, ordinary autograd) and compare.
+
+    ReLU with y(0) = 0.3; the neighbour in a is (eps, 1, 0, c1~, c2~), matched in
+    value and slope at t* = mean input. Inputs near 0 keep the system well
+    conditioned (its second column is exp(-t/eps) at t*).
+    """
+    gen = torch.Generator().manual_seed(2)
+    x = (0.01 + 0.02 * torch.randn(64, 1, generator=gen)).to(dtype)
+    g = torch.randn(64, 1, generator=gen).to(dtype)
+    f = torch.tensor([[0.0, 1.0, 0.0, 0.3, 0.0]], dtype=dtype, requires_grad=True)
+    F.deu(x, f).backward(g)
+    gravitation_grad_a = f.grad[0, 0].item()
+
+    t_star = x.mean().reshape(1, 1).detach()
+
+    def value_and_slope(coeffs: torch.Tensor) -> tuple[float, float]:
+        t = t_star.clone().requires_grad_()
+        y = F.deu(t, coeffs, gravitation=False)
+        (slope,) = torch.autograd.grad(y.sum(), t)
+        return y.item(), slope.item()
+
+    target = value_and_slope(f.detach())
+    base = [EPS, 1.0, 0.0]
+    h00, h10, h01 = (
+        value_and_slope(torch.tensor([[*base, c1, c2]], dtype=torch.float64))
+        for c1, c2 in ((0, 0), (1, 0), (0, 1))
+    )
+    m = torch.tensor(
+        [[h10[0] - h00[0], h01[0] - h00[0]], [h10[1] - h00[1], h01[1] - h00[1]]],
+        dtype=torch.float64,
+    )
+    rhs = torch.tensor([target[0] - h00[0], target[1] - h00[1]], dtype=torch.float64)
+    c1, c2 = torch.linalg.solve(m.double(), rhs).tolist()
+    h = torch.tensor([[*base, c1, c2]], dtype=dtype, requires_grad=True)
+    F.deu(x, h, gravitation=False).backward(g)
+    assert deu.subspaces(h) == ["a_b_c0"]
+    assert gravitation_grad_a == pytest.approx(h.grad[0, 0].item(), rel=rtol)
 
 
 @pytest.mark.parametrize(
@@ -324,8 +366,10 @@ def test_bad_inputs_raise_clear_errors():
         F.deu(torch.randn(2, 4), torch.zeros(4, 5), dim=2)
     with pytest.raises(ValueError, match="critical must be one of"):
         F.deu(torch.randn(2, 4), torch.zeros(4, 5), critical="maple")
-    with pytest.raises(ValueError, match="epsilon must be positive"):
+    with pytest.raises(ValueError, match="epsilon must be positive and finite, got 0.0"):
         F.deu(torch.randn(2, 4), torch.zeros(4, 5), epsilon=0.0)
+    with pytest.raises(ValueError, match="max_value must be positive and finite, got inf"):
+        F.deu(torch.randn(2, 4), torch.zeros(4, 5), max_value=float("inf"))
     with pytest.raises(ValueError, match="init must be one of"):
         deu.DEU(4, init="swish")
     with pytest.raises(ValueError, match=r"shape \(4, 5\), got \(3, 5\)"):
@@ -377,6 +421,19 @@ def test_a_two_layer_deu_network_learns_a_small_task():
         optimiser.step()
     assert loss.item() < 0.02 * initial
     assert loss.item() < 0.005
+
+
+def test_frozen_coefficients_or_input_get_no_gradient_and_the_other_is_unchanged():
+    coeffs = torch.cat([population(n, n=1) for n in NAMES])
+    x = torch.randn(6, len(NAMES), dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    full_x, full_c = x.clone().requires_grad_(), coeffs.clone().requires_grad_()
+    F.deu(full_x, full_c).sum().backward()
+    only_x = x.clone().requires_grad_()
+    F.deu(only_x, coeffs).sum().backward()
+    only_c = coeffs.clone().requires_grad_()
+    F.deu(x, only_c).sum().backward()
+    assert torch.equal(only_x.grad, full_x.grad)
+    assert torch.equal(only_c.grad, full_c.grad)
 
 
 def test_overdamped_small_root_is_accurate_in_float32():
