@@ -26,6 +26,7 @@ from derive.spec import (
     CRITICAL,
     DIFF_VARIABLES,
     OVERDAMPED_SYMMETRIC,
+    CappedExp,
     Sigmoid,
     a,
     b,
@@ -119,13 +120,15 @@ def _critical_partials(critical: Solution) -> dict[str, sp.Expr]:
     partials = {}
     for name, p in (("dy_da", a), ("dy_db", b), ("dy_dc", c)):
         chain = coefficient_partial(value, neighbour, p)
-        partials[name] = sp.factor_terms(sp.simplify(sp.limit(chain, nu, 0).subs(mu, r)))
+        limit = sp.factor_terms(sp.simplify(sp.limit(chain, nu, 0).subs(mu, r)))
+        partials[name] = limit.replace(sp.exp, CappedExp)
     return partials
 
 
 def differentiate(solution: Solution) -> Derivation:
     subspace = solution.subspace
-    value = solution.value
+    # Differentiate what the generated code computes: capped exponentials.
+    value = solution.value.replace(sp.exp, CappedExp)
     outputs = {"y": value}
     smoothed = []
     for name, variable in zip(OUTPUT_NAMES[1:], DIFF_VARIABLES, strict=True):
@@ -143,6 +146,7 @@ def differentiate(solution: Solution) -> Derivation:
         notes.append(
             "dy/da, dy/db and dy/dc are the exact partial derivatives of the ODE's "
             "solution at the discriminant's zero (limits of the overdamped ones), not "
-            "the derivatives of this formula, in which c = b^2/(4a) is eliminated."
+            "the derivatives of this formula, in which c = b^2/(4a) is eliminated. "
+            "They are those of the uncapped solution, evaluated with capped exponentials."
         )
     return Derivation(solution, outputs, tuple(smoothed), tuple(notes))

@@ -22,7 +22,7 @@ from derive.differentiate import OUTPUT_NAMES, differentiate
 from derive.printer import Printer
 from derive.render import ROOT, inputs_hash, render
 from derive.solve import solve
-from derive.spec import SUBSPACES, Subspace, by_name, t
+from derive.spec import EXP_CAP, SUBSPACES, Subspace, by_name, t
 from derive.verify import check_denominators, verify
 
 GENERATED = ROOT / "generated"
@@ -167,7 +167,10 @@ def _report_context(kernel: Kernel) -> dict:
 def _context(backend: Backend, kernels: list[Kernel]) -> dict:
     if backend.printer is None:
         return {"subspaces": [_report_context(k) for k in kernels]}
-    return {"subspaces": [_code_context(k, backend.printer) for k in kernels]}
+    return {
+        "subspaces": [_code_context(k, backend.printer) for k in kernels],
+        "exp_cap": repr(float(EXP_CAP)),
+    }
 
 
 def generate(kernels: list[Kernel] | None = None, progress: bool = True) -> dict[str, str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from derive.spec import Sigmoid
+from derive.spec import BelowCap, CappedExp, Sigmoid
 
 # Binding strength, loosest first.
 _ADD, _MUL, _NEG, _POW, _ATOM = range(5)
@@ -106,7 +106,9 @@ class Printer:
 
 TORCH = Printer(
     functions={
-        sp.exp: "_exp({0})",
+        CappedExp: "_exp({0})",
+        BelowCap: "_below_cap({0})",
+        sp.Abs: "torch.abs({0})",
         sp.sin: "torch.sin({0})",
         sp.cos: "torch.cos({0})",
         sp.sign: "torch.sign({0})",

@@ -36,6 +36,11 @@ mu = sp.Symbol("mu", real=True)  # mean of two real roots
 nu = sp.Symbol("nu", positive=True)  # half the distance between two real roots
 r = sp.Symbol("r", real=True)  # the double root
 r1, r2 = sp.symbols("r1 r2", real=True)  # two distinct real roots
+# |b^2 - 4ac| where its sign is fixed: lets the verifier see the sign condition.
+disc_size = sp.Symbol("D", positive=True)
+
+# The cap on every exponent of the generated code (the paper caps at 14).
+EXP_CAP = 14
 
 
 class Sigmoid(sp.Function):
@@ -51,6 +56,49 @@ class Sigmoid(sp.Function):
 
     def _latex(self, printer):
         return rf"\sigma\left({printer._print(self.args[0])}\right)"
+
+
+class BelowCap(sp.Function):
+    """1 where x < EXP_CAP, else 0: where a capped exponential still moves."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_number and x.is_real:
+            return sp.S.One if x < EXP_CAP else sp.S.Zero
+        return None
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+    def _latex(self, printer):
+        return rf"\mathbb{{1}}\left[{printer._print(self.args[0])} < {EXP_CAP}\right]"
+
+
+class CappedExp(sp.Function):
+    """exp(min(x, EXP_CAP)): the exponential the generated code computes.
+
+    Its derivative is the derivative of that function, exp(x)*[x < EXP_CAP]: where
+    the cap is active the value is flat, and so is every derivative through it.
+    """
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_number and x.is_real:
+            return sp.exp(sp.Min(x, EXP_CAP))
+        return None
+
+    def fdiff(self, argindex=1):
+        return CappedExp(self.args[0]) * BelowCap(self.args[0])
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return sp.exp(x)
+
+    def _latex(self, printer):
+        return rf"e^{{{printer._print(self.args[0])}}}"
 
 
 def step(x: sp.Expr) -> sp.Expr:
@@ -78,6 +126,9 @@ class Subspace:
     # there.  Their derivatives come from implicit differentiation, so that the
     # numerically stable formula in ``auxiliaries`` need not be differentiated.
     implicit: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
+    # The sign condition as a substitution through a positive symbol (c in terms
+    # of b^2 and D = |b^2 - 4ac|), for the verifier; empty where not needed.
+    witness: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
     # A relation between a, b, c that defines the subspace (c = b^2/(4a) at the
     # discriminant's zero), as a substitution; empty where none.
     relation: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
@@ -193,11 +244,14 @@ SUBSPACES: tuple[Subspace, ...] = (
         # The roots without cancellation: r1 = -(b + sign(b)*sqrt(disc))/(2a) is the
         # larger in magnitude, r2 = c/(a*r1) by Vieta (the naive
         # (-b + sign(b)*sqrt(disc))/(2a) loses the small root to cancellation).
+        # |disc|, computed as the runtime's classifier computes it: rounding can
+        # never make the square root's argument negative.
         auxiliaries={
-            r1: -(b + sp.sign(b) * sp.sqrt(b**2 - 4 * a * c)) / (2 * a),
+            r1: -(b + sp.sign(b) * sp.sqrt(sp.Abs(b**2 - 4 * a * c))) / (2 * a),
             r2: c / (a * r1),
         },
         implicit={r1: a * r1**2 + b * r1 + c, r2: a * r2**2 + b * r2 + c},
+        witness={c: (b**2 - disc_size) / (4 * a)},
         paper_note='Not in Table 1 ("four forms"); basis chosen so y(0) = c1, y\'(0) = c2.',
     ),
     Subspace(
@@ -220,10 +274,14 @@ SUBSPACES: tuple[Subspace, ...] = (
         "disc < 0",
         2,
         parametrisation={b: 2 * a * alpha, c: a * (alpha**2 + omega**2)},
+        # omega from |disc| as the classifier computes it, so that omega**2 >= eps/(4a^2)
+        # holds in floating point too (c/a - alpha**2 can round to 0 near the band).
         auxiliaries={
             alpha: b / (2 * a),
-            omega: sp.sqrt(c / a - b**2 / (4 * a**2)),
+            omega: sp.sqrt(sp.Abs(b**2 - 4 * a * c)) / (2 * sp.Abs(a)),
         },
+        implicit={omega: 4 * a**2 * omega**2 + b**2 - 4 * a * c},
+        witness={c: (b**2 + disc_size) / (4 * a)},
         paper_note='Not in Table 1 ("four forms"); basis chosen so y(0) = c1, y\'(0) = c2.',
     ),
 )

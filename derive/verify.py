@@ -25,6 +25,11 @@ def _is_zero(expr: sp.Expr) -> bool:
     return expr == 0
 
 
+def _in_subspace(subspace, expr: sp.Expr) -> sp.Expr:
+    """expr under the subspace's conditions: its relation, its sign, nonzero symbols."""
+    return expr.subs(subspace.relation).subs(subspace.witness).subs(subspace.nonzero_symbols())
+
+
 def residuals(solution: Solution) -> dict[str, sp.Expr]:
     """The quantities that must vanish, by what they check."""
     subspace = solution.subspace
@@ -33,14 +38,14 @@ def residuals(solution: Solution) -> dict[str, sp.Expr]:
     # Consistency of the parametrisation, where the subspace's nonzero
     # coefficients are known to be nonzero (sign(b)**2 = 1 needs b != 0).
     consistency = {
-        f"parametrisation of {p}": (subspace.in_coefficients(expr) - p)
-        .subs(subspace.relation)
-        .subs(subspace.nonzero_symbols())
+        f"parametrisation of {p}": _in_subspace(subspace, subspace.in_coefficients(expr) - p)
         for p, expr in subspace.parametrisation.items()
     }
     consistency.update(
         {
-            f"{q} is a root": subspace.in_coefficients(polynomial).subs(subspace.nonzero_symbols())
+            f"{q} solves its defining equation": _in_subspace(
+                subspace, subspace.in_coefficients(polynomial)
+            )
             for q, polynomial in subspace.implicit.items()
         }
     )

@@ -16,7 +16,7 @@ from derive.differentiate import differentiate, resolve_dirac, smooth_delta
 from derive.printer import TORCH, PrinterError
 from derive.render import environment
 from derive.solve import Solution, solve
-from derive.spec import SUBSPACES, Sigmoid, a, b, by_name, c, c1, c2, s, t
+from derive.spec import SUBSPACES, CappedExp, Sigmoid, a, b, by_name, c, c1, c2, s, t
 from derive.verify import VerificationError, check_denominators, residuals, verify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,8 +89,20 @@ def test_the_printer_rejects_unsupported_nodes_by_name():
         TORCH(sp.Heaviside(t))
 
 
-def test_the_printer_caps_exponents_and_keeps_precedence():
-    assert TORCH(sp.exp(-c * t / b)) == "_exp(-c * t / b)"
+def test_no_uncapped_exponential_can_be_printed():
+    with pytest.raises(PrinterError, match="exp"):
+        TORCH(sp.exp(t))
+
+
+def test_capped_exponentials_differentiate_to_zero_where_the_cap_is_active():
+    derivative = sp.diff(CappedExp(a * t), t)
+    assert derivative.subs({a: 1, t: 13}) == sp.exp(13)
+    assert derivative.subs({a: 1, t: 15}) == 0
+    assert CappedExp(sp.Integer(20)) == sp.exp(14)
+
+
+def test_the_printer_keeps_precedence():
+    assert TORCH(CappedExp(-c * t / b)) == "_exp(-c * t / b)"
     assert TORCH(Sigmoid(s * t)) == "torch.sigmoid(s * t)"
     assert TORCH((a + b) ** 2) == "(a + b)**2"
     assert TORCH(-a / (b * c)) == "-a / (b * c)"

@@ -454,3 +454,40 @@ def test_overdamped_small_root_is_accurate_in_float32():
     (y32, g32), (y64, g64) = results[torch.float32], results[torch.float64]
     assert ((y32 - y64).abs().max() / y64.abs().max()).item() < 1e-5
     assert torch.allclose(g32, g64, rtol=2e-3, atol=1e-3)
+
+
+def test_float32_neurons_at_the_critical_band_edge_stay_finite():
+    """b^2 - 4ac just outside the band, at large magnitudes, in float32.
+
+    The kernels take |b^2 - 4ac| as the classifier computes it; a kernel that
+    computed omega^2 = c/a - alpha^2 got 0 here and returned NaN for the neuron.
+    """
+    known = torch.tensor([[-254.5601043701172, 1019.5485229492188, -1020.8583374023438, 3.3, -8.2]])
+    gen = torch.Generator().manual_seed(5)
+    n = 4000
+    a = torch.empty(n, dtype=torch.float64).uniform_(1, 1e3, generator=gen)
+    a *= torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0).double()
+    c = a * torch.empty(n, dtype=torch.float64).uniform_(0.5, 2, generator=gen)
+    offset = EPS * torch.empty(n, dtype=torch.float64).uniform_(-3, 3, generator=gen)
+    b = torch.sqrt(4 * a * c + offset) * torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    ic = torch.rand(n, 2, generator=gen, dtype=torch.float64) - 0.5
+    coeffs = torch.cat([known, torch.cat([torch.stack([a, b, c], 1), ic], 1).float()])
+    assert {"a_b_c_disc_neg", "a_b_c_disc_pos", "a_b_c_disc_zero"} <= set(deu.subspaces(coeffs))
+    coeffs.requires_grad_()
+    x = torch.linspace(-1, 1, 5).reshape(-1, 1).expand(5, len(coeffs)).clone().requires_grad_()
+    y = F.deu(x, coeffs)
+    y.sum().backward()
+    assert torch.isfinite(y).all()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(coeffs.grad).all()
+
+
+@pytest.mark.parametrize(
+    "coeffs",
+    [(0.0, 1.0, 1.0, 1e-2, 0.0), (1.0, 0.0, -1.0, 0.2, 0.1), (1.0, 0.5, 0.02, 0.1, 0.3)],
+)
+def test_gradients_are_those_of_the_capped_function_where_the_cap_is_active(coeffs):
+    """Inputs far enough out that exp's argument exceeds EXP_CAP: gradcheck still holds."""
+    c = torch.tensor([coeffs], dtype=torch.float64, requires_grad=True)
+    x = torch.tensor([[-20.0], [-17.5], [16.0], [19.0]], dtype=torch.float64, requires_grad=True)
+    fn = lambda x, c: F.deu(x, c, gravitation=False, max_value=1e12)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, c), eps=1e-6, atol=1e-5, rtol=1e-6)
