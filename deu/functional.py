@@ -77,6 +77,13 @@ def deu(
 
     Returns:
         A tensor of the same shape and dtype as ``x``.
+
+    Notes:
+        ``coeffs`` are computed in the input's compute dtype (float64 for float64
+        inputs, float32 otherwise); their gradient comes back in their own dtype.
+        The operator is differentiable once (no double backward). A NaN or
+        infinite input gives NaN in its own output element (and, as for any
+        PyTorch reduction, NaN in its neuron's coefficient gradient).
     """
     settings = dict(
         epsilon=float(epsilon),
