@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from derive.printer import TORCH, Printer
+from derive.printer import CPP, TORCH, Printer
 
 
 @dataclass(frozen=True)
@@ -25,5 +25,11 @@ BACKENDS = (
         TORCH,
         (("torch/kernels.py.j2", "kernels.py"), ("torch/__init__.py.j2", "__init__.py")),
     ),
+    Backend(
+        "cpp",
+        CPP,
+        (("cpp/deu_kernels.h.j2", "deu_kernels.h"), ("cpp/deu_cpu.cpp.j2", "deu_cpu.cpp")),
+    ),
+    Backend("cuda", CPP, (("cuda/deu_cuda.cu.j2", "deu_cuda.cu"),)),
     Backend("report", None, (("report/SOLUTIONS.md.j2", "SOLUTIONS.md"),)),
 )

@@ -87,9 +87,18 @@ def _code_context(kernel: Kernel, printer: Printer) -> dict:
                 }
         return printed
 
+    def neuron_inputs_of(block) -> list[tuple[str, int]]:
+        """The per-neuron quantities a block reads, with their positions in k."""
+        used = set().union(*(e.free_symbols for _, e in block.assignments))
+        used |= set().union(*(e.free_symbols for e in block.results.values() if e is not None))
+        names = {str(x) for x in used}
+        return [(n, i) for i, n in enumerate(kernel.neuron.results) if n in names]
+
     return {
         "name": subspace.name,
         "description": subspace.description,
+        "value_inputs": neuron_inputs_of(kernel.value),
+        "derivative_inputs": neuron_inputs_of(kernel.derivatives),
         "conditions": subspace.conditions,
         "zero": subspace.zero,
         "sign": subspace.sign,
@@ -141,9 +150,19 @@ def _report_context(kernel: Kernel) -> dict:
     a_, b_, c_ = subspace.coefficients()
     y = sp.Function("y")(t)
     ode = sp.Eq(a_ * y.diff(t, 2) + b_ * y.diff(t) + c_ * y, sp.Symbol("g(t)"))
+
+    def neuron_inputs_of(block) -> list[tuple[str, int]]:
+        """The per-neuron quantities a block reads, with their positions in k."""
+        used = set().union(*(e.free_symbols for _, e in block.assignments))
+        used |= set().union(*(e.free_symbols for e in block.results.values() if e is not None))
+        names = {str(x) for x in used}
+        return [(n, i) for i, n in enumerate(kernel.neuron.results) if n in names]
+
     return {
         "name": subspace.name,
         "description": subspace.description,
+        "value_inputs": neuron_inputs_of(kernel.value),
+        "derivative_inputs": neuron_inputs_of(kernel.derivatives),
         "conditions": subspace.conditions,
         "order": subspace.order,
         "ode": _latex(ode),
@@ -170,6 +189,7 @@ def _context(backend: Backend, kernels: list[Kernel]) -> dict:
     return {
         "subspaces": [_code_context(k, backend.printer) for k in kernels],
         "exp_cap": repr(float(EXP_CAP)),
+        "max_neuron_quantities": max(len(k.neuron.results) for k in kernels),
     }
 
 

@@ -30,6 +30,8 @@ class Printer:
     functions: dict[type, str] = field(default_factory=dict)
     sqrt: str = "sqrt({0})"
     power: str = "{0}**{1}"
+    # How an integer literal is spelled (C++ needs T(2): 1/2 is integer division there).
+    integer: str = "{0}"
 
     def __call__(self, expr: sp.Expr) -> str:
         return self._print(sp.sympify(expr))[0]
@@ -42,9 +44,10 @@ class Printer:
         if expr.is_Symbol:
             return expr.name, _ATOM
         if expr.is_Integer:
-            return (str(int(expr)), _ATOM) if expr >= 0 else (str(int(expr)), _NEG)
+            text = self.integer.format(abs(int(expr)))
+            return (text, _ATOM) if expr >= 0 else (f"-{text}", _NEG)
         if expr.is_Rational:
-            text = f"{abs(expr.p)} / {expr.q}"
+            text = f"{self.integer.format(abs(expr.p))} / {self.integer.format(expr.q)}"
             return (f"-{text}", _NEG) if expr < 0 else (text, _MUL)
         if expr.is_Float:
             return repr(float(expr)), _ATOM if expr >= 0 else _NEG
@@ -79,15 +82,16 @@ class Printer:
         numerator, denominator = [], []
         for factor in sp.Mul.make_args(expr):
             if factor.is_Rational and not factor.is_Integer:
-                if factor.p != 1:
-                    numerator.append(sp.Integer(factor.p))
+                if abs(factor.p) != 1:
+                    numerator.append(sp.Integer(abs(factor.p)))
                 denominator.append(sp.Integer(factor.q))
             elif factor.is_Pow and factor.exp.is_negative:
                 denominator.append(factor.base ** (-factor.exp))
             else:
                 numerator.append(factor)
         numerator.sort(key=sp.default_sort_key)
-        text = " * ".join(self._wrap(x, _MUL) for x in numerator) if numerator else "1"
+        one = self.integer.format(1)
+        text = " * ".join(self._wrap(x, _MUL) for x in numerator) if numerator else one
         if denominator:
             if len(denominator) == 1:
                 text += f" / {self._wrap(denominator[0], _POW)}"
@@ -116,4 +120,24 @@ TORCH = Printer(
         Sigmoid: "torch.sigmoid({0})",
     },
     sqrt="torch.sqrt({0})",
+)
+
+
+# Host C++ and CUDA share one spelling: the kernels are templates on the scalar
+# type T, and the helpers (cexp, below_cap, step, sigmoid, ipow, sign) live in
+# the generated header.
+CPP = Printer(
+    functions={
+        CappedExp: "cexp({0})",
+        BelowCap: "below_cap({0})",
+        sp.Abs: "fabs({0})",
+        sp.sin: "sin({0})",
+        sp.cos: "cos({0})",
+        sp.sign: "sign({0})",
+        sp.Heaviside: "step({0})",
+        Sigmoid: "sigmoid({0})",
+    },
+    sqrt="sqrt({0})",
+    power="ipow<{1}>({0})",
+    integer="T({0})",
 )

@@ -58,7 +58,8 @@ def environment() -> jinja2.Environment:
 def format_source(text: str, suffix: str) -> str:
     if suffix == ".py":
         return black.format_str(text, mode=black.Mode(line_length=100))
-    return text
+    # Other formats are laid out by their templates; only trailing blanks go.
+    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
 
 
 def render(template: str, output: str, context: dict, digest: str) -> str:

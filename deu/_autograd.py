@@ -41,6 +41,8 @@ class Settings:
     max_value: float
     gravitation: bool
     critical: str
+    # "torch" (the generated PyTorch kernels) or "cpp" (the fused CPU kernel).
+    backend: str = "torch"
 
 
 def _groups(index: torch.Tensor) -> list[tuple[int, torch.Tensor | None]]:
@@ -88,7 +90,55 @@ def _assemble(parts: list[tuple[torch.Tensor | None, torch.Tensor]], dim: int) -
     return out
 
 
+def _flat(x: torch.Tensor, dim: int) -> tuple[int, int, int]:
+    """x as (outer, neurons, inner)."""
+    outer = int(torch.tensor(x.shape[:dim]).prod()) if dim else 1
+    inner = int(torch.tensor(x.shape[dim + 1 :]).prod()) if dim + 1 < x.dim() else 1
+    return outer, x.shape[dim], inner
+
+
+def _neuron_table(
+    effective: torch.Tensor, index: torch.Tensor, groups, steepness: float, width: int
+) -> torch.Tensor:
+    """Every neuron's per-neuron quantities k, zero-padded to ``width`` columns."""
+    table = effective.new_zeros(effective.shape[0], width)
+    for s, idx in groups:
+        group = _take(effective, 0, idx)
+        ks = SUBSPACES[s].neuron(*group.unbind(1), steepness)
+        block = torch.stack(
+            [
+                torch.as_tensor(k, dtype=table.dtype, device=table.device).expand(len(group))
+                for k in ks
+            ],
+            dim=1,
+        )
+        if idx is None:
+            table[:, : block.shape[1]] = block
+        else:
+            table[idx, : block.shape[1]] = block
+    return table
+
+
+def _fused_inputs(x, coeffs, settings):
+    from deu import _cpp
+
+    extension = _cpp.load()
+    assert extension is not None, "backend 'cpp' requested but the CPU kernel is not built"
+    effective, index = classify(coeffs, settings.epsilon, settings.critical)
+    groups = _groups(index)
+    table = _neuron_table(
+        effective, index, groups, settings.steepness, extension.max_neuron_quantities
+    )
+    return extension, effective, index.to(torch.int32), groups, table
+
+
 def forward_values(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings) -> torch.Tensor:
+    if settings.backend == "cpp":
+        extension, _, subspace, _, table = _fused_inputs(x, coeffs, settings)
+        outer, neurons, inner = _flat(x, settings.dim)
+        return extension.forward(
+            x.contiguous(), table, subspace, outer, neurons, inner, settings.max_value
+        )
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
     shape = _neuron_shape(x, settings.dim)
     parts = []
@@ -209,6 +259,8 @@ def backward_values(
     need_coeffs: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad of x, grad of coeffs) for the output gradient g; empty where not needed."""
+    if settings.backend == "cpp":
+        return _fused_backward(x, coeffs, g, settings, need_input, need_coeffs)
     dim = settings.dim
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
     shape = _neuron_shape(x, dim)
@@ -242,6 +294,33 @@ def backward_values(
     )
 
 
+def _fused_backward(x, coeffs, g, settings, need_input, need_coeffs):
+    """The fused CPU kernel for f's own gradients; gravitation from the PyTorch kernels."""
+    dim = settings.dim
+    extension, effective, subspace, groups, table = _fused_inputs(x, coeffs, settings)
+    outer, neurons, inner = _flat(x, dim)
+    x, g = x.contiguous(), g.contiguous()
+    grad_x, grad_coeffs = extension.backward(
+        x, g, table, subspace, outer, neurons, inner, settings.max_value, need_input
+    )
+    if need_coeffs and settings.gravitation:
+        shape = _neuron_shape(x, dim)
+        for s, idx in groups:
+            sub = SUBSPACES[s]
+            if not any(sub.zero):
+                continue
+            group_coeffs = _take(effective, 0, idx)
+            xs = _take(x, dim, idx)
+            y = sub.value(xs, _neuron_quantities(sub, group_coeffs, shape, settings.steepness))
+            gs = _take(g, dim, idx) * (y.abs() <= settings.max_value).to(g.dtype)
+            extra = _gravitation(sub, _take(coeffs, 0, idx), group_coeffs, xs, gs, settings)
+            if idx is None:
+                grad_coeffs = grad_coeffs + extra
+            else:
+                grad_coeffs.index_add_(0, idx, extra)
+    return grad_x, grad_coeffs if need_coeffs else x.new_empty(0)
+
+
 def _check_finite(coeffs: torch.Tensor) -> None:
     finite = torch.isfinite(coeffs).all(dim=1)
     if not bool(finite.all()):
@@ -265,14 +344,15 @@ def deu_forward(
     max_value: float,
     gravitation: bool,
     critical: str,
+    backend: str,
 ) -> torch.Tensor:
     _check_finite(coeffs)
-    settings = Settings(dim, epsilon, steepness, max_value, gravitation, critical)
+    settings = Settings(dim, epsilon, steepness, max_value, gravitation, critical, backend)
     return forward_values(x, coeffs, settings)
 
 
 @deu_forward.register_fake
-def _(x, coeffs, dim, epsilon, steepness, max_value, gravitation, critical):
+def _(x, coeffs, dim, epsilon, steepness, max_value, gravitation, critical, backend):
     return torch.empty_like(x)
 
 
@@ -287,19 +367,28 @@ def deu_backward(
     max_value: float,
     gravitation: bool,
     critical: str,
+    backend: str,
     need_input: bool,
     need_coeffs: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    settings = Settings(dim, epsilon, steepness, max_value, gravitation, critical)
-    return backward_values(
-        x, coeffs, grad_output.contiguous(), settings, need_input, need_coeffs
-    )
+    settings = Settings(dim, epsilon, steepness, max_value, gravitation, critical, backend)
+    return backward_values(x, coeffs, grad_output.contiguous(), settings, need_input, need_coeffs)
 
 
 @deu_backward.register_fake
 def _(
-    x, coeffs, grad_output, dim, epsilon, steepness, max_value, gravitation, critical,
-    need_input, need_coeffs,
+    x,
+    coeffs,
+    grad_output,
+    dim,
+    epsilon,
+    steepness,
+    max_value,
+    gravitation,
+    critical,
+    backend,
+    need_input,
+    need_coeffs,
 ):
     nothing = x.new_empty(0)
     return (

@@ -7,7 +7,32 @@ import torch
 from deu._autograd import deu_forward
 from deu._subspaces import CRITICAL_RULES
 
-__all__ = ["deu"]
+__all__ = ["deu", "BACKENDS"]
+
+BACKENDS = ("auto", "torch", "cpp")
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The concrete backend for ``backend`` on ``device``: "torch" or "cpp".
+
+    "auto" is the generated PyTorch kernels: the fused CPU kernel ("cpp", built
+    with the system compiler at first use) is scalar today and not yet faster
+    than PyTorch's vectorised elementwise path on every case (see
+    BENCHMARKS.md), so it is opt-in. If its build fails it falls back to the
+    PyTorch kernels with one warning. While torch.compile traces, nothing is
+    built: "cpp" is used only if an earlier eager call built it.
+    """
+    from deu import _cpp
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "cpp":
+        return "torch"
+    if device.type != "cpu":
+        raise ValueError(f"backend 'cpp' runs on the CPU; the input is on {device}")
+    if torch.compiler.is_compiling():
+        return "cpp" if _cpp.loaded() else "torch"
+    return "cpp" if _cpp.available() else "torch"
 
 
 def _validate(x: torch.Tensor, coeffs: torch.Tensor, dim: int, settings: dict) -> int:
@@ -54,6 +79,7 @@ def deu(
     max_value: float = 1000.0,
     gravitation: bool = True,
     critical: str = "nearest",
+    backend: str = "auto",
 ) -> torch.Tensor:
     r"""Apply a Differential Equation Unit to every neuron of ``x``.
 
@@ -74,6 +100,9 @@ def deu(
             that sit in a singular subspace. With False those gradients are zero.
         critical: "nearest" (c = b^2/(4a) inside the band) or "paper"
             (a = |b|/2*sign(a), c = |b|/2*sign(c), to reproduce the paper).
+        backend: "auto" (default; today the generated PyTorch kernels), "torch",
+            or "cpp" (the fused CPU kernel, built at first use). See
+            :func:`resolve_backend`.
 
     Returns:
         A tensor of the same shape and dtype as ``x``.
@@ -106,6 +135,7 @@ def deu(
         settings["max_value"],
         settings["gravitation"],
         settings["critical"],
+        resolve_backend(backend, x.device),
     )
     if torch.is_autocast_enabled(x.device.type):
         with torch.autocast(device_type=x.device.type, enabled=False):

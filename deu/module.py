@@ -47,6 +47,7 @@ class DEU(nn.Module):
         max_value: outputs are clamped to [-max_value, max_value]. Default: 1000.
         gravitation: the paper's outward gravitation for singular coefficients.
         critical: ``"nearest"`` or ``"paper"`` handling of the critical band.
+        backend: ``"auto"``, ``"torch"`` or ``"cpp"``; see ``deu.functional.deu``.
 
     Shape:
         - Input: :math:`(N, C, *)` with ``C = num_neurons`` (or any shape whose
@@ -76,6 +77,7 @@ class DEU(nn.Module):
         max_value: float = 1000.0,
         gravitation: bool = True,
         critical: str = "nearest",
+        backend: str = "auto",
         device=None,
         dtype=None,
     ) -> None:
@@ -97,6 +99,7 @@ class DEU(nn.Module):
         self.max_value = max_value
         self.gravitation = gravitation
         self.critical = critical
+        self.backend = backend
         self.coeffs = nn.Parameter(torch.empty(num_neurons, 5, device=device, dtype=dtype))
         self._init_tensor = init.detach().clone() if isinstance(init, torch.Tensor) else None
         self.reset_parameters()
@@ -124,6 +127,7 @@ class DEU(nn.Module):
             max_value=self.max_value,
             gravitation=self.gravitation,
             critical=self.critical,
+            backend=self.backend,
         )
 
     def subspaces(self) -> list[str]:
@@ -157,4 +161,6 @@ class DEU(nn.Module):
         parts += [f"max_value={self.max_value}", f"gravitation={self.gravitation}"]
         if self.critical != "nearest":
             parts.append(f"critical={self.critical!r}")
+        if self.backend != "auto":
+            parts.append(f"backend={self.backend!r}")
         return ", ".join(parts)
