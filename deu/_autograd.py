@@ -20,6 +20,7 @@ neuron's inputs in the batch (value only, where h is of first order).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -92,14 +93,10 @@ def _assemble(parts: list[tuple[torch.Tensor | None, torch.Tensor]], dim: int) -
 
 def _flat(x: torch.Tensor, dim: int) -> tuple[int, int, int]:
     """x as (outer, neurons, inner)."""
-    outer = int(torch.tensor(x.shape[:dim]).prod()) if dim else 1
-    inner = int(torch.tensor(x.shape[dim + 1 :]).prod()) if dim + 1 < x.dim() else 1
-    return outer, x.shape[dim], inner
+    return math.prod(x.shape[:dim]), x.shape[dim], math.prod(x.shape[dim + 1 :])
 
 
-def _neuron_table(
-    effective: torch.Tensor, index: torch.Tensor, groups, steepness: float, width: int
-) -> torch.Tensor:
+def _neuron_table(effective: torch.Tensor, groups, steepness: float, width: int) -> torch.Tensor:
     """Every neuron's per-neuron quantities k, zero-padded to ``width`` columns."""
     table = effective.new_zeros(effective.shape[0], width)
     for s, idx in groups:
@@ -126,9 +123,7 @@ def _fused_inputs(x, coeffs, settings):
     assert extension is not None, "backend 'cpp' requested but the CPU kernel is not built"
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
     groups = _groups(index)
-    table = _neuron_table(
-        effective, index, groups, settings.steepness, extension.max_neuron_quantities
-    )
+    table = _neuron_table(effective, groups, settings.steepness, extension.max_neuron_quantities)
     return extension, effective, index.to(torch.int32), groups, table
 
 

@@ -30,6 +30,7 @@ what was allocated before it (see :func:`peak_memory_mb`).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import platform
@@ -37,9 +38,10 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as nnf
@@ -52,7 +54,8 @@ from deu.module import DEU
 
 # The runtime's defaults (epsilon, steepness, max_value, critical, ...), which the
 # baselines share so that they compute the same function.
-DEFAULTS = functional.deu.__kwdefaults__
+# The functional form's keyword defaults (epsilon, critical, max_value, ...).
+DEFAULTS: dict[str, Any] = dict(functional.deu.__kwdefaults__ or {})
 
 # One point well inside each subspace, as (a, b, c).  Populations are drawn
 # around them (+-5%), and the masked baseline evaluates them in the lanes of
@@ -181,7 +184,8 @@ def masked_every_subspace(x: torch.Tensor, coeffs: torch.Tensor, *, dim: int = 1
 
 
 def per_neuron_loop(x: torch.Tensor, coeffs: torch.Tensor, *, dim: int = 1) -> torch.Tensor:
-    """The paper's published implementation: a Python loop over the neurons.
+    """The direct way the paper describes, "iterating over all neurons and computing
+    the corresponding activation values individually": a Python loop.
 
     Each neuron's subspace is chosen on the host and its closed form is
     evaluated on its own slice of the input, with the per-neuron quantities
@@ -215,16 +219,21 @@ def median_ms(
     *,
     repeats: int,
     warmup: int,
+    warmup_s: float,
     budget_s: float,
 ) -> float:
-    """Median wall time of ``step`` in ms, after ``warmup`` untimed calls.
+    """Median wall time of ``step`` in ms.
 
-    ``repeats`` timed calls, but no more than fit in ``budget_s`` (judged by the
-    first timed call) and never fewer than min(3, repeats): slow baselines get
-    fewer repeats.
+    Untimed warm-up calls first: ``warmup`` of them, and more until ``warmup_s``
+    has passed (the first calls in a process are slower while the allocator
+    and the thread pool settle).  Then ``repeats`` timed calls, but no more
+    than fit in ``budget_s`` (judged by the first timed call) and never fewer
+    than min(3, repeats): slow baselines get fewer repeats.
     """
-    for _ in range(warmup):
+    calls, start = 0, time.perf_counter()
+    while calls < warmup or time.perf_counter() - start < warmup_s:
         step()
+        calls += 1
     times: list[float] = []
     wanted = repeats
     while len(times) < wanted:
@@ -238,14 +247,20 @@ def median_ms(
     return 1e3 * statistics.median(times)
 
 
+_MEASURED_CALL = "deu.benchmark: measured call"
+
+
 def peak_memory_mb(step: Callable[[], object], device: torch.device) -> float | None:
     """Peak memory allocated during one call of ``step``, above what was
-    allocated before it, in MiB.
+    allocated before it (frees of earlier blocks count), in MiB.
 
     CUDA: ``torch.cuda.max_memory_allocated``.  CPU: the allocator's
     allocation and free events recorded by ``torch.profiler`` with
-    ``profile_memory=True``, summed in time order; the peak of that running
-    total.  None if the profiler's events cannot be read.
+    ``profile_memory=True`` during the second of two calls, summed in time
+    order; the peak of that running total.  (The profiler knows the size of a
+    freed block only if it saw the allocation, hence the first call: what the
+    measured call frees, such as the previous gradients, was allocated by it.)
+    None if the profiler's events cannot be read.
     """
     if device.type == "cuda":
         _synchronize(device)
@@ -258,11 +273,21 @@ def peak_memory_mb(step: Callable[[], object], device: torch.device) -> float | 
         activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
     ) as profiler:
         step()
+        with torch.profiler.record_function(_MEASURED_CALL):
+            step()
     try:
         events = profiler.profiler.kineto_results.events()
     except AttributeError:
         return None
-    changes = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    marks = [e for e in events if e.name() == _MEASURED_CALL]
+    if not marks:
+        return None
+    begin, end = marks[0].start_ns(), marks[0].end_ns()
+    changes = sorted(
+        (e.start_ns(), e.nbytes())
+        for e in events
+        if e.name() == "[memory]" and begin <= e.start_ns() <= end
+    )
     running = peak = 0
     for _, nbytes in changes:
         running += nbytes
@@ -311,27 +336,31 @@ class Settings:
     conv_batch: int
     image_size: int
     repeats: int
-    warmup: int
+    warmup: int  # at least this many untimed calls, and for at least warmup_s
+    warmup_s: float
     budget_s: float  # per measurement; slow paths get fewer repeats
     compile_backend: str
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device
 
 
 def full_settings(device: torch.device) -> Settings:
-    shapes = ((512, 1024), (32, 64, 32, 32))
+    shapes: tuple[tuple[int, ...], ...] = ((512, 1024), (32, 64, 32, 32))
     if device.type == "cuda":
         shapes += ((8192, 4096),)  # the issue's GPU target shape
     return Settings(
         activation_shapes=shapes,
-        loop_neurons=128,
+        # All neurons of the CPU shapes (about 1 s a call at 1024 neurons); timing 128
+        # and extrapolating linearly underestimated the 1024-neuron time by 1.6x.
+        loop_neurons=1024,
         mlp_widths=(784, 1024, 512, 10),
         mlp_batch=256,
         # The paper's batch is 128; 32 keeps the CPU run short.
         conv_widths=(64, 128),
         conv_batch=128 if device.type == "cuda" else 32,
         image_size=32,
-        repeats=10,
+        repeats=25,
         warmup=2,
+        warmup_s=0.25,
         budget_s=2.0,
         compile_backend="inductor",
         device=device,
@@ -349,6 +378,7 @@ def quick_settings(device: torch.device) -> Settings:
         image_size=8,
         repeats=1,
         warmup=1,
+        warmup_s=0.0,
         budget_s=0.1,
         # Inductor's first compilation alone takes longer than a quick run.
         compile_backend="eager",
@@ -367,26 +397,24 @@ def measure(workload: Workload, settings: Settings) -> Row:
             settings.device,
             repeats=settings.repeats,
             warmup=settings.warmup,
+            warmup_s=settings.warmup_s,
             budget_s=settings.budget_s,
         )
         return ms * workload.scale
 
-    train_ms = timed(workload.train_step)
-    inference_ms = timed(workload.inference_step)
-    peak = None
-    if workload.train_step is not None:
-        peak = peak_memory_mb(workload.train_step, settings.device)
-    peak = None if peak is None else peak * workload.scale
-    return Row(workload.group, workload.case, workload.path, train_ms, inference_ms, peak)
+    def peak() -> float | None:
+        if workload.train_step is None:
+            return None
+        mb = peak_memory_mb(workload.train_step, settings.device)
+        return None if mb is None else mb * workload.scale
+
+    train_ms, inference_ms = timed(workload.train_step), timed(workload.inference_step)
+    return Row(workload.group, workload.case, workload.path, train_ms, inference_ms, peak())
 
 
 # --------------------------------------------------------------------------
 # Activation cases
 # --------------------------------------------------------------------------
-
-
-def _compiled_deu(backend: str) -> Callable[..., torch.Tensor]:
-    return torch.compile(functional.deu, backend=backend)
 
 
 def activation_workload(
@@ -440,7 +468,7 @@ def deu_workloads(
     torch.compile."""
     c = coeffs.detach().clone().requires_grad_()
     yield activation_workload(group, case, "DEU eager", lambda t: functional.deu(t, c), x, [c])
-    compiled = _compiled_deu(settings.compile_backend)
+    compiled = torch.compile(functional.deu, backend=settings.compile_backend)
     yield activation_workload(
         group,
         case,
@@ -525,7 +553,7 @@ ACTIVATIONS: dict[str, ActivationFactory] = {
 def mlp(widths: Sequence[int], activation: ActivationFactory) -> nn.Sequential:
     """Linear layers of the given widths, an activation after each hidden one."""
     layers: list[nn.Module] = []
-    for i, (width_in, width_out) in enumerate(zip(widths, widths[1:])):
+    for i, (width_in, width_out) in enumerate(zip(widths, widths[1:], strict=False)):
         layers.append(nn.Linear(width_in, width_out))
         if i < len(widths) - 2:
             layers.append(activation(width_out))
@@ -544,7 +572,7 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(width_out, width_out, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(width_out)
         self.act2 = activation(width_out)
-        self.shortcut = nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or width_in != width_out:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(width_in, width_out, 1, stride, bias=False), nn.BatchNorm2d(width_out)
@@ -573,12 +601,37 @@ def stunted_resnet(widths: tuple[int, int], activation: ActivationFactory) -> nn
     )
 
 
+def calibrate_batch_norm(model: nn.Module, inputs: torch.Tensor) -> None:
+    """Set every batch norm's running statistics to those of ``inputs``.
+
+    An untrained network's running statistics (mean 0, variance 1) would leave
+    eval mode's activations unnormalised, growing layer by layer to thousands,
+    which is not what a trained network's inference sees.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average: after one batch, that batch's statistics
+    model.train()
+    with torch.no_grad():
+        model(inputs)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+
+
 def training_workload(
     group: str, path: str, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
 ) -> Workload:
     """fwd+bwd: one SGD step (forward, cross-entropy, backward, update).
-    Inference: the forward pass in eval mode under inference mode."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    Inference: the forward pass in eval mode under inference mode.
+
+    The learning rate is 0, so that every timed step sees the same weights and
+    DEU coefficients (the update's arithmetic still runs): the DEU's cost
+    depends on which subspaces its neurons are in.
+    """
+    calibrate_batch_norm(model, inputs)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
 
     def train_step():
         model.train()
@@ -660,6 +713,32 @@ def machine_description(device: torch.device) -> str:
     return text
 
 
+def load_average() -> float | None:
+    """The 1-minute load average, None where the platform has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def describe_load(before: float | None, after: float | None) -> str:
+    """The load around the run, with a warning when the machine was busy before it.
+
+    Other processes' threads preempt this run's; with every core in use, a
+    parallel op waits for its descheduled threads, and times jump by whole
+    scheduler time slices (several ms).
+    """
+    if before is None or after is None:
+        return "unknown"
+    text = (
+        f"{before:.2f} before the run, {after:.2f} after it "
+        f"(this run adds about its {torch.get_num_threads()} threads)"
+    )
+    if before > 0.5 * (os.cpu_count() or 1):
+        text += "; **the machine was busy: these timings are unreliable**"
+    return text
+
+
 COLUMNS = (
     "case",
     "path",
@@ -691,11 +770,11 @@ def table_cells(row: Row, references: dict[tuple[str, str], Row]) -> list[str]:
     exp = references.get((row.group, "torch.exp"))
     values = (
         row.train_ms,
-        _ratio(row.train_ms, relu and relu.train_ms),
-        _ratio(row.train_ms, prelu and prelu.train_ms),
+        _ratio(row.train_ms, relu.train_ms if relu else None),
+        _ratio(row.train_ms, prelu.train_ms if prelu else None),
         row.inference_ms,
-        _ratio(row.inference_ms, prelu and prelu.inference_ms),
-        _ratio(row.inference_ms, exp and exp.inference_ms),
+        _ratio(row.inference_ms, prelu.inference_ms if prelu else None),
+        _ratio(row.inference_ms, exp.inference_ms if exp else None),
         row.peak_mb,
     )
     return [row.case, row.path, *map(_number, values)]
@@ -707,12 +786,14 @@ def caption(settings: Settings, notes: Sequence[str]) -> list[str]:
         "torch.cuda.max_memory_allocated"
         if settings.device.type == "cuda"
         else "the peak of the running total of the CPU allocator's allocations and frees "
-        "recorded by torch.profiler (profile_memory=True)"
+        "recorded by torch.profiler (profile_memory=True) during the second of two "
+        "consecutive calls (so that the sizes of the blocks it frees are known)"
     )
     lines = [
-        f"Times: median of up to {settings.repeats} timed runs (time.perf_counter) after "
-        f"{settings.warmup} warm-up runs; runs beyond the first stop once they would exceed "
-        f"{settings.budget_s:g} s per measurement (at least min(3, {settings.repeats}) runs). "
+        f"Times: median of up to {settings.repeats} timed runs (time.perf_counter) after at "
+        f"least {settings.warmup} untimed warm-up runs lasting at least {settings.warmup_s:g} s; "
+        f"fewer timed runs (at least min(3, {settings.repeats})) where they would exceed "
+        f"{settings.budget_s:g} s per measurement. "
         "Ratios divide by the ReLU, PReLU and torch.exp rows of the same shape or network, "
         "measured in the same process.",
         "fwd+bwd: forward and backward to the gradients of the input and of every parameter "
@@ -730,13 +811,16 @@ def caption(settings: Settings, notes: Sequence[str]) -> list[str]:
         "with autograd for the backward: masked Algorithm 1 evaluates every present "
         "subspace's closed form on every element and selects by mask; the per-neuron loop "
         "evaluates each neuron's closed form on its own slice in a Python loop. Where "
-        "the loop is marked 'k of C neurons, xC/k', it was run on the first k neurons and "
+        "the loop is marked 'k of C neurons, xC/k', it was run on the first k neurons (a "
+        "random sample: the population is shuffled) and "
         "its times and memory multiplied by C/k (linear extrapolation).",
     ]
     return lines + list(notes)
 
 
-def render(rows: Sequence[Row], settings: Settings, notes: Sequence[str], command: str) -> str:
+def render(
+    rows: Sequence[Row], settings: Settings, notes: Sequence[str], command: str, load: str
+) -> str:
     references = {(row.group, row.path): row for row in rows}
     header = [
         "## DEU benchmark",
@@ -744,6 +828,7 @@ def render(rows: Sequence[Row], settings: Settings, notes: Sequence[str], comman
         f"- Commit: `{git_commit()}`",
         f"- Machine: {machine_description(settings.device)}",
         f"- Device: {settings.device}",
+        f"- Load average (1 min): {load}",
         f"- Command: `{command}`",
         "",
     ]
@@ -757,15 +842,17 @@ def render(rows: Sequence[Row], settings: Settings, notes: Sequence[str], comman
 
 def run(settings: Settings) -> tuple[list[Row], list[str]]:
     """Measure every workload; returns the rows and the notes on skipped ones."""
+    torch.manual_seed(0)  # the output gradients and the networks' weights
     rows, notes = [], []
-    for workload in [*activation_workloads(settings), *training_workloads(settings)]:
+    # One workload alive at a time: each holds its own inputs and gradients.
+    for workload in itertools.chain(activation_workloads(settings), training_workloads(settings)):
         print(f"measuring {workload.case} / {workload.path}", file=sys.stderr, flush=True)
         try:
             rows.append(measure(workload, settings))
         except Exception as error:
             if not workload.optional:
                 raise
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            reason = next(iter(str(error).strip().splitlines()), "")
             notes.append(
                 f"{workload.path} on {workload.case} skipped: {type(error).__name__}: {reason}"
             )
@@ -795,10 +882,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = (quick_settings if arguments.quick else full_settings)(device)
     if arguments.repeats is not None:
         settings = replace(settings, repeats=arguments.repeats)
+    load_before = load_average()
     rows, notes = run(settings)
+    load = describe_load(load_before, load_average())
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(["python -m deu.benchmark", *map(str, given)])
-    text = render(rows, settings, notes, command)
+    text = render(rows, settings, notes, command, load)
     print(text, end="")
     if arguments.markdown is not None:
         arguments.markdown.write_text(text)

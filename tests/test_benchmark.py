@@ -43,7 +43,7 @@ def _table(text: str) -> tuple[list[str], dict[tuple[str, str], dict[str, str]]]
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     split = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
     header, body = split[0], split[1:]
-    rows = {(cells[0], cells[1]): dict(zip(header, cells)) for cells in body}
+    rows = {(cells[0], cells[1]): dict(zip(header, cells, strict=True)) for cells in body}
     assert len(rows) == len(body), "a (case, path) pair appears twice"
     return header, rows
 
