@@ -3,7 +3,7 @@
 The printer knows a short list of nodes.  Anything else raises PrinterError
 naming the expression; there is no fallback.  Numerically safe forms are part
 of the printing: every exponential goes through a capped helper (the cap is the
-generated constant EXP_CAP), and u(t) prints as a step helper with u(0) = 0.
+generated constants EXP_FLOOR and EXP_CAP), and u(t) prints as a step helper with u(0) = 0.
 A backend changes the spelling of functions, not the rules.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from derive.spec import BelowCap, CappedExp, Sigmoid
+from derive.spec import CappedExp, Sigmoid, Unclamped
 
 # Binding strength, loosest first.
 _ADD, _MUL, _NEG, _POW, _ATOM = range(5)
@@ -111,7 +111,7 @@ class Printer:
 TORCH = Printer(
     functions={
         CappedExp: "_exp({0})",
-        BelowCap: "_below_cap({0})",
+        Unclamped: "_unclamped({0})",
         sp.Abs: "torch.abs({0})",
         sp.sin: "torch.sin({0})",
         sp.cos: "torch.cos({0})",
@@ -124,12 +124,12 @@ TORCH = Printer(
 
 
 # Host C++ and CUDA share one spelling: the kernels are templates on the scalar
-# type T, and the helpers (cexp, below_cap, step, sigmoid, ipow, sign) live in
+# type T, and the helpers (cexp, unclamped, step, sigmoid, ipow, sign) live in
 # the generated header.
 CPP = Printer(
     functions={
         CappedExp: "cexp({0})",
-        BelowCap: "below_cap({0})",
+        Unclamped: "unclamped({0})",
         sp.Abs: "fabs({0})",
         sp.sin: "sin({0})",
         sp.cos: "cos({0})",

@@ -94,11 +94,14 @@ def test_no_uncapped_exponential_can_be_printed():
         TORCH(sp.exp(t))
 
 
-def test_capped_exponentials_differentiate_to_zero_where_the_cap_is_active():
+def test_clamped_exponentials_differentiate_to_zero_where_the_clamp_is_active():
     derivative = sp.diff(CappedExp(a * t), t)
     assert derivative.subs({a: 1, t: 13}) == sp.exp(13)
     assert derivative.subs({a: 1, t: 15}) == 0
+    assert derivative.subs({a: 1, t: -59}) == sp.exp(-59)
+    assert derivative.subs({a: 1, t: -61}) == 0
     assert CappedExp(sp.Integer(20)) == sp.exp(14)
+    assert CappedExp(sp.Integer(-100)) == sp.exp(-60)
 
 
 def test_the_printer_keeps_precedence():

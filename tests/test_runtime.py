@@ -491,3 +491,12 @@ def test_gradients_are_those_of_the_capped_function_where_the_cap_is_active(coef
     x = torch.tensor([[-20.0], [-17.5], [16.0], [19.0]], dtype=torch.float64, requires_grad=True)
     fn = lambda x, c: F.deu(x, c, gravitation=False, max_value=1e12)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, c), eps=1e-6, atol=1e-5, rtol=1e-6)
+
+
+def test_decayed_modes_give_no_subnormal_floats():
+    """exp(-100) is subnormal in float32; such outputs slow every later operation."""
+    coeffs = torch.tensor([[0.0, 1.0, -1.0, 1.0, 0.0], [1.0, 3.0, 1.0, 1.0, 0.0]])
+    x = torch.linspace(-200, -80, 64).reshape(-1, 1).expand(64, 2).contiguous()
+    y = F.deu(x, coeffs)
+    tiny = torch.finfo(torch.float32).tiny
+    assert ((y == 0) | (y.abs() >= tiny)).all(), y.abs().min()
