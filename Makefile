@@ -36,7 +36,7 @@ lint: venv
 	$(PY) -m mypy
 
 bench: venv
-	$(PY) -m deu.benchmark --markdown BENCHMARKS.table.md
+	$(PY) -m deu.benchmark
 
 # The full packaging check: a fresh venv outside the checkout, torch and the
 # wheel installed from scratch, then a forward and backward pass from elsewhere.

@@ -464,8 +464,8 @@ def reference_workloads(x: torch.Tensor, group: str) -> Iterator[Workload]:
 def deu_workloads(
     x: torch.Tensor, coeffs: torch.Tensor, group: str, case: str, settings: Settings
 ) -> Iterator[Workload]:
-    """The DEU paths: the runtime (eager, gravitation on, its default) and its
-    torch.compile."""
+    """The DEU paths: the runtime (eager, gravitation on, its default), its
+    torch.compile, and the fused CPU kernel."""
     c = coeffs.detach().clone().requires_grad_()
     yield activation_workload(group, case, "DEU eager", lambda t: functional.deu(t, c), x, [c])
     compiled = torch.compile(functional.deu, backend=settings.compile_backend)
@@ -478,6 +478,16 @@ def deu_workloads(
         [c],
         optional=True,
     )
+    if x.device.type == "cpu":
+        yield activation_workload(
+            group,
+            case,
+            "DEU fused CPU kernel (backend='cpp')",
+            lambda t: functional.deu(t, c, backend="cpp"),
+            x,
+            [c],
+            optional=True,
+        )
 
 
 def baseline_workloads(

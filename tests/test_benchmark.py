@@ -54,7 +54,7 @@ def _expected_rows() -> set[tuple[str, str]]:
         "8x16": "per-neuron loop (baseline; 4 of 16 neurons, x4)",
         "2x8x4x4": "per-neuron loop (baseline; 4 of 8 neurons, x2)",
     }
-    deu_paths = ("DEU eager", "DEU compiled (eager)")
+    deu_paths = ("DEU eager", "DEU compiled (eager)", "DEU fused CPU kernel (backend='cpp')")
     expected = set()
     for group, loop in activation_rows.items():
         expected |= {(group, path) for path in ("ReLU", "PReLU", "torch.exp")}
