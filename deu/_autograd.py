@@ -128,6 +128,8 @@ def _fused_inputs(x, coeffs, settings):
 
 
 def forward_values(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings) -> torch.Tensor:
+    if coeffs.shape[0] == 0:  # no neurons: nothing to compute
+        return torch.empty_like(x)
     if settings.backend == "cpp":
         extension, _, subspace, _, table = _fused_inputs(x, coeffs, settings)
         outer, neurons, inner = _flat(x, settings.dim)
@@ -254,6 +256,11 @@ def backward_values(
     need_coeffs: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad of x, grad of coeffs) for the output gradient g; empty where not needed."""
+    if coeffs.shape[0] == 0:
+        nothing = x.new_empty(0)
+        return (torch.zeros_like(x) if need_input else nothing), (
+            torch.zeros_like(coeffs) if need_coeffs else nothing
+        )
     if settings.backend == "cpp":
         return _fused_backward(x, coeffs, g, settings, need_input, need_coeffs)
     dim = settings.dim
@@ -316,6 +323,18 @@ def _fused_backward(x, coeffs, g, settings, need_input, need_coeffs):
     return grad_x, grad_coeffs if need_coeffs else x.new_empty(0)
 
 
+def _in_layout_of(result: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """result with reference's memory layout, as the operators' fake kernels promise.
+
+    torch.compile plans strides from the fake kernels (torch.empty_like of the
+    input): a channels-last or permuted input must get an output laid out alike.
+    """
+    target = torch.empty_like(reference)
+    if result.stride() == target.stride():
+        return result
+    return target.copy_(result)
+
+
 def _check_finite(coeffs: torch.Tensor) -> None:
     finite = torch.isfinite(coeffs).all(dim=1)
     if not bool(finite.all()):
@@ -343,7 +362,7 @@ def deu_forward(
 ) -> torch.Tensor:
     _check_finite(coeffs)
     settings = Settings(dim, epsilon, steepness, max_value, gravitation, critical, backend)
-    return forward_values(x, coeffs, settings)
+    return _in_layout_of(forward_values(x, coeffs, settings), x)
 
 
 @deu_forward.register_fake
@@ -367,7 +386,13 @@ def deu_backward(
     need_coeffs: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     settings = Settings(dim, epsilon, steepness, max_value, gravitation, critical, backend)
-    return backward_values(x, coeffs, grad_output.contiguous(), settings, need_input, need_coeffs)
+    grad_x, grad_coeffs = backward_values(
+        x, coeffs, grad_output.contiguous(), settings, need_input, need_coeffs
+    )
+    return (
+        _in_layout_of(grad_x, x) if need_input else grad_x,
+        _in_layout_of(grad_coeffs, coeffs) if need_coeffs else grad_coeffs,
+    )
 
 
 @deu_backward.register_fake

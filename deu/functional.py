@@ -110,9 +110,10 @@ def deu(
     Notes:
         ``coeffs`` are computed in the input's compute dtype (float64 for float64
         inputs, float32 otherwise); their gradient comes back in their own dtype.
-        The operator is differentiable once (no double backward). A NaN or
-        infinite input gives NaN in its own output element (and, as for any
-        PyTorch reduction, NaN in its neuron's coefficient gradient).
+        The operator is differentiable once (no double backward). A NaN input
+        gives NaN in its own output element (and, as for any PyTorch reduction,
+        NaN in its neuron's coefficient gradient); infinite inputs are not
+        supported (NaN or a saturated value, depending on the subspace).
     """
     settings = dict(
         epsilon=float(epsilon),

@@ -82,8 +82,12 @@ def replace_activations(
     ``init="relu"`` to start from the function being replaced, or ``dim=-1`` for
     channels-last activations such as a transformer's), so the number of neurons
     is read from the first input. A module object registered once but called at
-    several places keeps doing so, with one set of coefficients. Functional
-    activations (``F.relu`` inside ``forward``) are not modules and are left alone.
+    several places keeps doing so, with one set of coefficients; if those places
+    have different widths (torchvision's Bottleneck reuses one ``relu`` for
+    different channel counts), the first call fixes the width and the others fail
+    with a ValueError naming both sizes: give such a model one activation module
+    per call site first. Functional activations (``F.relu`` inside ``forward``)
+    are not modules and are left alone.
     Run one forward pass before creating the optimizer.
 
     Returns ``model``.

@@ -4,10 +4,12 @@
     torchrun --standalone --nproc_per_node 2 -m deu.train --epochs 20
 
 Data: scikit-learn's bundled 8x8 digits (no download). Under ``torchrun`` every
-process trains a DistributedDataParallel replica on its shard of each batch
-(gloo on the CPU, NCCL on GPUs); gradients, DEU coefficients included, are
-averaged across processes, so the run matches a single process on the full
-batch. Rank 0 prints the progress and the final test accuracy.
+process trains a DistributedDataParallel replica on its shard of each batch;
+gradients, DEU coefficients included, are averaged across processes, so each
+step is a step on the union of the processes' batches (DistributedSampler
+shuffles and pads, so the run follows a single-process one in distribution, not
+step for step). The model stays on the CPU and the processes talk over gloo.
+Rank 0 prints the progress and the final test accuracy.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def _distributed() -> tuple[int, int]:
     """Join the process group torchrun describes; (rank, world size)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("gloo")  # the model and the data stay on the CPU
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 

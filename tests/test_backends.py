@@ -9,8 +9,8 @@ from pathlib import Path
 import deu._generated as generated
 import pytest
 import torch
-from deu._generated import SUBSPACES
 
+import deu
 from deu import _cpp
 from deu import functional as F
 
@@ -64,10 +64,51 @@ def test_the_cpu_kernel_agrees_on_a_mixed_population_with_gravitation(cpu_kernel
     coeffs = torch.tensor(list(NEURONS.values()), dtype=dtype).repeat(3, 1)
     coeffs[::7, 0] = 0.004  # some singular in a: gravitation goes through PyTorch kernels
     x = torch.randn(5, len(coeffs), 3, dtype=dtype, generator=torch.Generator().manual_seed(2))
-    assert len({SUBSPACES[i].name for i in range(10)}) == 10
+    assert set(deu.subspaces(coeffs)) == set(NEURONS)  # every subspace present
     for r, f in zip(_run(x, coeffs, "torch"), _run(x, coeffs, "cpp"), strict=True):
         scale = r.abs().max().clamp_min(1)
         assert ((f - r).abs().max() / scale).item() < tol
+
+
+@pytest.mark.parametrize(
+    "make_input,dim",
+    [
+        (lambda: torch.randn(3, 4, 10, dtype=torch.float64), -1),
+        (lambda: torch.randn(5, 10, 3, dtype=torch.float64).permute(2, 1, 0), 1),
+        (
+            lambda: torch.randn(2, 10, 3, 3, dtype=torch.float64).to(
+                memory_format=torch.channels_last
+            ),
+            1,
+        ),
+        (lambda: torch.randn(0, 10, dtype=torch.float64), 1),
+    ],
+    ids=["dim=-1", "permuted", "channels_last", "empty batch"],
+)
+def test_the_cpu_kernel_agrees_on_any_layout_and_an_empty_batch(cpu_kernel, make_input, dim):
+    coeffs = torch.tensor(list(NEURONS.values()), dtype=torch.float64)
+    torch.manual_seed(0)
+    base = make_input()
+    outputs = {}
+    for backend in ("torch", "cpp"):
+        x = base.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+        c = coeffs.clone().requires_grad_()
+        y = F.deu(x, c, dim=dim, backend=backend)
+        y.sum().backward()
+        assert y.stride() == torch.empty_like(x).stride()  # the input's layout
+        outputs[backend] = (y.detach(), x.grad, c.grad)
+    for r, f in zip(outputs["torch"], outputs["cpp"], strict=True):
+        assert torch.allclose(f, r, rtol=1e-12, atol=1e-12)
+
+
+def test_nan_inputs_give_nan_in_their_own_elements_on_every_backend(cpu_kernel):
+    coeffs = torch.tensor(list(NEURONS.values()))
+    x = torch.randn(4, len(coeffs))
+    x[1] = float("nan")
+    for backend in ("torch", "cpp"):
+        y = F.deu(x, coeffs, backend=backend)
+        assert torch.isnan(y[1]).all(), backend
+        assert torch.isfinite(y[[0, 2, 3]]).all(), backend
 
 
 def test_a_failed_kernel_build_falls_back_with_one_warning(monkeypatch):
@@ -95,7 +136,7 @@ def test_unknown_or_misplaced_backends_are_rejected():
         F.deu(torch.randn(2, 1), torch.zeros(1, 5), backend="maple")
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH: not compiled")
 def test_the_generated_cuda_source_compiles_with_nvcc(tmp_path):
     result = subprocess.run(
         [

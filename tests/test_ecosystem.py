@@ -212,6 +212,46 @@ def test_compile_without_graph_breaks_matches_eager_in_training_and_inference():
         assert torch.allclose(compiled(x), model(x), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "permuted"])
+def test_compile_keeps_the_memory_layout_of_the_input(layout):
+    """The operators' fake kernels promise the input's strides; the real ones keep them."""
+    torch.manual_seed(0)
+    coeffs = torch.tensor([[1.0, 0.3, 1.2, 0.1, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0]]).repeat(4, 1)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), deu.DEU(8, init=coeffs))
+    x = torch.randn(2, 3, 6, 6)
+    if layout == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
+    else:
+        x = torch.randn(6, 6, 3, 2).permute(3, 2, 0, 1)
+    compiled = torch.compile(model, fullgraph=True)
+    y = compiled(x)
+    y.square().sum().backward()
+    assert torch.allclose(y, model(x), rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(model[1].coeffs.grad).all()
+
+
+def test_the_operator_passes_torch_library_opcheck():
+    from deu._autograd import deu_forward
+
+    coeffs = torch.tensor(
+        [[1.0, 0.3, 1.2, 0.1, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0]], dtype=torch.float64
+    )
+    for x in (torch.randn(3, 2, dtype=torch.float64), torch.randn(2, 2, 3, dtype=torch.float64)):
+        args = (
+            x.requires_grad_(),
+            coeffs.clone().requires_grad_(),
+            1,
+            0.01,
+            100.0,
+            1000.0,
+            True,
+            "nearest",
+            "torch",
+        )
+        torch.library.opcheck(deu_forward, args)
+
+
 def test_export_in_eval_mode_matches_eager():
     model = _mixed_model().eval()
     x = torch.randn(16, 4)

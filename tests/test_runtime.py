@@ -285,6 +285,14 @@ def test_outputs_and_gradients_are_finite_at_boundaries(abc, ic, critical, dtype
     assert torch.isfinite(coeffs.grad).all(), (abc, ic)
 
 
+def test_a_layer_with_no_neurons_maps_empty_to_empty():
+    x = torch.randn(3, 0, requires_grad=True)
+    coeffs = torch.zeros(0, 5, requires_grad=True)
+    y = F.deu(x, coeffs)
+    y.sum().backward()
+    assert y.shape == (3, 0) and x.grad.shape == (3, 0) and coeffs.grad.shape == (0, 5)
+
+
 def test_all_zero_coefficients_become_b_equals_epsilon():
     assert deu.subspaces(torch.zeros(1, 5)) == ["a0_b_c0"]
     x = torch.linspace(-1, 1, 5).reshape(-1, 1)
@@ -344,10 +352,10 @@ def test_torch_compile_runs_and_matches_eager():
     x = torch.randn(16, 4)
     assert torch.allclose(compiled(x), model(x), rtol=1e-5, atol=1e-6)
     compiled(x).sum().backward()
-    eager_grad = model[1].coeffs.grad.clone()
+    compiled_grad = model[1].coeffs.grad.clone()
     model.zero_grad()
     model(x).sum().backward()
-    assert torch.allclose(eager_grad, model[1].coeffs.grad, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(compiled_grad, model[1].coeffs.grad, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_inputs_raise_clear_errors():
