@@ -99,13 +99,8 @@ def check_denominators(kernel) -> None:
                     raise VerificationError(f"subspace {name}: per-element division in {expr}")
     # Symbols of this subspace that are nonzero by its definition.
     nonzero = subspace.nonzero_symbols()
-    nonzero.update(
-        {
-            q: sp.Symbol(q.name, real=True, nonzero=True)
-            for q in subspace.auxiliaries
-            if not q.is_positive
-        }
-    )
+    # Auxiliary quantities are not assumed nonzero (only those declared positive
+    # are): a factor must be proven nonzero from the coefficients below.
     # The nonzero coefficients in the parametrisation: a factor of their product
     # is nonzero too (mu + nu is a factor of c = a*(mu - nu)*(mu + nu), say).
     known = [p for p in nonzero if p in (a, b, c)]

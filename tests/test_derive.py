@@ -199,3 +199,24 @@ def test_the_report_covers_every_subspace(fresh_files):
     for name in NAMES:
         assert f"## {name}" in report
     assert "limits of the overdamped ones" in report
+
+
+def test_an_auxiliary_quantity_is_not_assumed_nonzero():
+    """q = c - a can vanish in a_b_c_disc_neg: dividing by it must be rejected."""
+    import dataclasses
+
+    kernel = pipeline.derive_kernel(by_name("a_b_c_disc_neg"))
+    q = sp.Symbol("q", real=True)
+    subspace = dataclasses.replace(
+        kernel.subspace, auxiliaries={**kernel.subspace.auxiliaries, q: c - a}
+    )
+    solution = dataclasses.replace(kernel.derivation.solution, subspace=subspace)
+    derivation = dataclasses.replace(kernel.derivation, solution=solution)
+    neuron = dataclasses.replace(
+        kernel.neuron,
+        assignments=kernel.neuron.assignments + ((q, c - a), (sp.Symbol("n_bad"), 1 / q)),
+    )
+    bad = dataclasses.replace(kernel, derivation=derivation, neuron=neuron)
+    with pytest.raises(VerificationError, match="not provably nonzero"):
+        check_denominators(bad)
+    check_denominators(kernel)  # the real kernel passes
