@@ -96,45 +96,21 @@ def _flat(x: torch.Tensor, dim: int) -> tuple[int, int, int]:
     return math.prod(x.shape[:dim]), x.shape[dim], math.prod(x.shape[dim + 1 :])
 
 
-def _neuron_table(effective: torch.Tensor, groups, steepness: float, width: int) -> torch.Tensor:
-    """Every neuron's per-neuron quantities k, zero-padded to ``width`` columns."""
-    table = effective.new_zeros(effective.shape[0], width)
-    for s, idx in groups:
-        group = _take(effective, 0, idx)
-        ks = SUBSPACES[s].neuron(*group.unbind(1), steepness)
-        block = torch.stack(
-            [
-                torch.as_tensor(k, dtype=table.dtype, device=table.device).expand(len(group))
-                for k in ks
-            ],
-            dim=1,
-        )
-        if idx is None:
-            table[:, : block.shape[1]] = block
-        else:
-            table[idx, : block.shape[1]] = block
-    return table
-
-
-def _fused_inputs(x, coeffs, settings):
-    from deu import _cpp
-
-    extension = _cpp.load()
-    assert extension is not None, "backend 'cpp' requested but the CPU kernel is not built"
-    effective, index = classify(coeffs, settings.epsilon, settings.critical)
-    groups = _groups(index)
-    table = _neuron_table(effective, groups, settings.steepness, extension.max_neuron_quantities)
-    return extension, effective, index.to(torch.int32), groups, table
-
-
 def forward_values(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings) -> torch.Tensor:
     if coeffs.shape[0] == 0:  # no neurons: nothing to compute
         return torch.empty_like(x)
     if settings.backend == "cpp":
-        extension, _, subspace, _, table = _fused_inputs(x, coeffs, settings)
         outer, neurons, inner = _flat(x, settings.dim)
-        return extension.forward(
-            x.contiguous(), table, subspace, outer, neurons, inner, settings.max_value
+        return _extension().forward(
+            x.contiguous(),
+            coeffs.contiguous(),
+            outer,
+            neurons,
+            inner,
+            settings.epsilon,
+            settings.steepness,
+            settings.max_value,
+            settings.critical == "paper",
         )
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
     shape = _neuron_shape(x, settings.dim)
@@ -150,6 +126,39 @@ def _evaluate_at(subspace, coeffs: torch.Tensor, t: torch.Tensor, steepness: flo
     """(y, dy/dt) per neuron at one point t per neuron (all shapes (n,))."""
     outputs = subspace.derivatives(t, subspace.neuron(*coeffs.unbind(1), steepness))
     return outputs[0], outputs[1]
+
+
+def _ridge_solve(m00, m01, m10, m11, r0, r1):
+    """(c1, c2) minimising |m c - r|^2 + ridge |c|^2, elementwise over tensors.
+
+    The ridge is at the dtype's rounding level of m^T m (eps * |m|_F^2 + tiny):
+    no bias beyond rounding when m is well conditioned, a bounded answer when it
+    is singular. Solved by Givens rotations of the stacked matrix [m; sqrt(ridge) I]
+    (a QR factorisation), whose accuracy follows cond(m), not cond(m)^2 as the
+    normal equations' would. The fused CPU kernel does the same operations in
+    the same order.
+    """
+    info = torch.finfo(m00.dtype)
+    lam = torch.sqrt(info.eps * (m00 * m00 + m01 * m01 + m10 * m10 + m11 * m11) + info.tiny)
+    zero = torch.zeros_like(m00)
+
+    def rotate(p0, p1, q0, q1, pr, qr):
+        # Rotate rows p and q so that q's first entry becomes 0.
+        rho = torch.sqrt(p0 * p0 + q0 * q0)
+        nonzero = rho > 0
+        safe = torch.where(nonzero, rho, torch.ones_like(rho))
+        c = torch.where(nonzero, p0 / safe, torch.ones_like(rho))
+        s = torch.where(nonzero, q0 / safe, zero)
+        return rho, c * p1 + s * q1, c * pr + s * qr, c * q1 - s * p1, c * qr - s * pr
+
+    # Rows [m00 m01 | r0], [m10 m11 | r1], [lam 0 | 0], [0 lam | 0].
+    u00, u01, ur0, v11, vr1 = rotate(m00, m01, m10, m11, r0, r1)
+    u00, u01, ur0, w11, wr = rotate(u00, u01, lam, zero, ur0, zero)
+    u11, _, ur1, v11, vr1 = rotate(v11, zero, w11, zero, vr1, wr)
+    u11, _, ur1, _, _ = rotate(u11, zero, lam, zero, ur1, zero)
+    c2 = ur1 / u11
+    c1 = (ur0 - u01 * c2) / u00
+    return c1, c2
 
 
 def _matched_initial_conditions(
@@ -176,45 +185,26 @@ def _matched_initial_conditions(
     h0, dh0 = with_ic(0.0, 0.0)
     h1, dh1 = with_ic(1.0, 0.0)
     h2, dh2 = with_ic(0.0, 1.0)
-    m = torch.stack(
-        [torch.stack([h1 - h0, h2 - h0], -1), torch.stack([dh1 - dh0, dh2 - dh0], -1)], -2
-    )
-    rhs = torch.stack([f - h0, df - dh0], -1)
+    # m (c1, c2) = r with m = [[m00, m01], [m10, m11]].
+    m00, m01, m10, m11 = h1 - h0, h2 - h0, dh1 - dh0, dh2 - dh0
+    r0, r1 = f - h0, df - dh0
     if neighbour.order < 2:
         # One free constant: match the value only.
-        m[:, 1, :] = 0
-        rhs[:, 1] = 0
-    mt = m.transpose(-1, -2)
-    normal = mt @ m
-    scale = normal.diagonal(dim1=-2, dim2=-1).sum(-1)
-    # A ridge at the dtype's rounding level: no bias beyond rounding when the
-    # system is well conditioned, a bounded answer when it is singular.
-    info = torch.finfo(m.dtype)
-    ridge = (info.eps * scale + info.tiny).reshape(-1, 1, 1)
-    eye = torch.eye(2, dtype=m.dtype, device=m.device)
-    solution = torch.linalg.solve(normal + ridge * eye, (mt @ rhs.unsqueeze(-1))).squeeze(-1)
+        m10, m11, r1 = torch.zeros_like(m10), torch.zeros_like(m11), torch.zeros_like(r1)
+    solution = torch.stack(_ridge_solve(m00, m01, m10, m11, r0, r1), -1)
     return torch.nan_to_num(solution, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _gravitation(
-    subspace,
-    coeffs_raw: torch.Tensor,
-    effective: torch.Tensor,
-    x: torch.Tensor,
-    g: torch.Tensor,
-    settings: Settings,
-) -> torch.Tensor:
-    """Gradient (n, 5) contributed by outward gravitation for one group's neurons."""
-    dim, eps = settings.dim, settings.epsilon
-    n = effective.shape[0]
-    grad = torch.zeros(n, 5, dtype=x.dtype, device=x.device)
+def _neighbours(subspace, coeffs_raw, effective, t_star, settings):
+    """The gravitation neighbours of one group's neurons, singular coefficient by coefficient.
+
+    Yields (p, neighbour subspace index, neuron indices within the group or
+    None for all, the neighbours' coefficients with matched c1 and c2).
+    """
+    eps = settings.epsilon
     singular = [p for p, zero in zip((_A, _B, _C), subspace.zero, strict=True) if zero]
     if not singular:
-        return grad
-    shape = _neuron_shape(x, dim)
-    axes = [d for d in range(x.dim()) if d != dim]
-    t_star = torch.nanmean(x, dim=axes) if axes else x
-    t_star = torch.nan_to_num(t_star)
+        return
     f, df = _evaluate_at(subspace, effective, t_star, settings.steepness)
     for p in singular:
         moved = effective.clone()
@@ -235,15 +225,46 @@ def _gravitation(
                 settings.steepness,
             )
             h_coeffs[:, _C1], h_coeffs[:, _C2] = initial[:, 0], initial[:, 1]
-            k = _neuron_quantities(neighbour, h_coeffs, shape, settings.steepness)
-            d = neighbour.derivatives(_take(x, dim, idx), k)[_OUTPUT_OF_COEFF[p]]
-            if d is None:
-                continue
-            contribution = _reduce(_take(g, dim, idx) * d, dim)
-            if idx is None:
-                grad[:, p] = contribution
-            else:
-                grad[idx, p] = contribution
+            yield p, s, idx, h_coeffs
+
+
+def _mean_input(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """t* of gravitation: each neuron's mean input, ignoring NaN, made finite."""
+    axes = [d for d in range(x.dim()) if d != dim]
+    if not axes:
+        return torch.nan_to_num(x)
+    mean = x.mean(dim=axes)
+    if bool(torch.isnan(mean).any()):  # rare: only then pay for nanmean
+        mean = torch.nanmean(x, dim=axes)
+    return torch.nan_to_num(mean)
+
+
+def _gravitation(
+    subspace,
+    coeffs_raw: torch.Tensor,
+    effective: torch.Tensor,
+    x: torch.Tensor,
+    g: torch.Tensor,
+    settings: Settings,
+) -> torch.Tensor:
+    """Gradient (n, 5) contributed by outward gravitation for one group's neurons."""
+    dim = settings.dim
+    grad = torch.zeros(effective.shape[0], 5, dtype=x.dtype, device=x.device)
+    if not any(subspace.zero):
+        return grad
+    shape = _neuron_shape(x, dim)
+    t_star = _mean_input(x, dim)
+    for p, s, idx, h_coeffs in _neighbours(subspace, coeffs_raw, effective, t_star, settings):
+        neighbour = SUBSPACES[s]
+        k = _neuron_quantities(neighbour, h_coeffs, shape, settings.steepness)
+        d = neighbour.derivatives(_take(x, dim, idx), k)[_OUTPUT_OF_COEFF[p]]
+        if d is None:
+            continue
+        contribution = _reduce(_take(g, dim, idx) * d, dim)
+        if idx is None:
+            grad[:, p] = contribution
+        else:
+            grad[idx, p] = contribution
     return grad
 
 
@@ -296,31 +317,38 @@ def backward_values(
     )
 
 
+def _extension():
+    from deu import _cpp
+
+    extension = _cpp.load()
+    if extension is None:  # only reachable through a graph exported where it built
+        raise RuntimeError(
+            "deu: this call was traced with backend 'cpp', but the fused CPU kernel "
+            "cannot be built here (see the warning above); trace it with backend='torch'"
+        )
+    return extension
+
+
 def _fused_backward(x, coeffs, g, settings, need_input, need_coeffs):
-    """The fused CPU kernel for f's own gradients; gravitation from the PyTorch kernels."""
-    dim = settings.dim
-    extension, effective, subspace, groups, table = _fused_inputs(x, coeffs, settings)
-    outer, neurons, inner = _flat(x, dim)
-    x, g = x.contiguous(), g.contiguous()
-    grad_x, grad_coeffs = extension.backward(
-        x, g, table, subspace, outer, neurons, inner, settings.max_value, need_input
+    """The fused CPU kernel: f's own gradients and gravitation, all in C++."""
+    outer, neurons, inner = _flat(x, settings.dim)
+    grad_x, grad_coeffs = _extension().backward(
+        x.contiguous(),
+        g.contiguous(),
+        coeffs.contiguous(),
+        outer,
+        neurons,
+        inner,
+        settings.epsilon,
+        settings.steepness,
+        settings.max_value,
+        settings.critical == "paper",
+        settings.gravitation,
+        need_input,
+        need_coeffs,
     )
-    if need_coeffs and settings.gravitation:
-        shape = _neuron_shape(x, dim)
-        for s, idx in groups:
-            sub = SUBSPACES[s]
-            if not any(sub.zero):
-                continue
-            group_coeffs = _take(effective, 0, idx)
-            xs = _take(x, dim, idx)
-            y = sub.value(xs, _neuron_quantities(sub, group_coeffs, shape, settings.steepness))
-            gs = _take(g, dim, idx) * (y.abs() <= settings.max_value).to(g.dtype)
-            extra = _gravitation(sub, _take(coeffs, 0, idx), group_coeffs, xs, gs, settings)
-            if idx is None:
-                grad_coeffs = grad_coeffs + extra
-            else:
-                grad_coeffs.index_add_(0, idx, extra)
-    return grad_x, grad_coeffs if need_coeffs else x.new_empty(0)
+    nothing = x.new_empty(0)
+    return (grad_x if need_input else nothing), (grad_coeffs if need_coeffs else nothing)
 
 
 def _in_layout_of(result: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

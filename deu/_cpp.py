@@ -22,6 +22,21 @@ def _folder() -> Path:
     return Path(generated.__file__).parent
 
 
+def _simd_flags() -> list[str]:
+    """Compiler flags that select ATen's AVX2 vectors (and SLEEF) where the CPU has them.
+
+    The kernel is built on the machine that runs it, so the running CPU's
+    capability (as torch detects it) is the right one. AVX-512 machines get the
+    AVX2 build, the one most tested. Elsewhere ATen's portable vectors are used:
+    the same results, a lane at a time.
+    """
+    import torch
+
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        return ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+    return []
+
+
 def load() -> ModuleType | None:
     """The compiled extension, or None if it cannot be built here."""
     if "extension" in _state:
@@ -31,12 +46,16 @@ def load() -> ModuleType | None:
         from torch.utils import cpp_extension
 
         folder = _folder()
+        # No contraction of a*b + c into one rounding: the subspace rules must
+        # round as deu/_subspaces.py does (the explicit fmadd calls still fuse).
+        flags = ["-O3", "-fopenmp", "-ffp-contract=off", *_simd_flags()]
         digest = hashlib.sha256(b"".join((folder / f).read_bytes() for f in _SOURCES))
+        digest.update(" ".join(flags).encode())
         extension = cpp_extension.load(
             name=f"deu_cpu_{digest.hexdigest()[:16]}",
             sources=[str(folder / "deu_cpu.cpp")],
             extra_include_paths=[str(folder)],
-            extra_cflags=["-O3", "-fopenmp"],
+            extra_cflags=flags,
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )

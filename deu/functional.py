@@ -15,21 +15,24 @@ BACKENDS = ("auto", "torch", "cpp")
 def resolve_backend(backend: str, device: torch.device) -> str:
     """The concrete backend for ``backend`` on ``device``: "torch" or "cpp".
 
-    "auto" is the generated PyTorch kernels: the fused CPU kernel ("cpp", built
-    with the system compiler at first use) is scalar today and not yet faster
-    than PyTorch's vectorised elementwise path on every case (see
-    BENCHMARKS.md), so it is opt-in. If its build fails it falls back to the
-    PyTorch kernels with one warning. While torch.compile traces, nothing is
-    built: "cpp" is used only if an earlier eager call built it.
+    "auto" is the fused CPU kernel ("cpp") for CPU tensors and the generated
+    PyTorch kernels elsewhere. The CPU kernel is compiled with the system C++
+    compiler at first use (about a minute, then cached by PyTorch under
+    ``~/.cache/torch_extensions``); if that fails, for instance with no
+    compiler, the PyTorch kernels are used instead, with one warning per
+    process. While torch.compile traces, nothing is built: "cpp" is used only
+    if an earlier eager call built it. "torch" never needs a compiler.
     """
     from deu import _cpp
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend != "cpp":
+    if backend == "torch":
         return "torch"
     if device.type != "cpu":
-        raise ValueError(f"backend 'cpp' runs on the CPU; the input is on {device}")
+        if backend == "cpp":
+            raise ValueError(f"backend 'cpp' runs on the CPU; the input is on {device}")
+        return "torch"
     if torch.compiler.is_compiling():
         return "cpp" if _cpp.loaded() else "torch"
     return "cpp" if _cpp.available() else "torch"
@@ -100,9 +103,9 @@ def deu(
             that sit in a singular subspace. With False those gradients are zero.
         critical: "nearest" (c = b^2/(4a) inside the band) or "paper"
             (a = |b|/2*sign(a), c = |b|/2*sign(c), to reproduce the paper).
-        backend: "auto" (default; today the generated PyTorch kernels), "torch",
-            or "cpp" (the fused CPU kernel, built at first use). See
-            :func:`resolve_backend`.
+        backend: "auto" (default: the fused CPU kernel on the CPU, built at first
+            use, and the generated PyTorch kernels elsewhere), "torch", or "cpp".
+            See :func:`resolve_backend`.
 
     Returns:
         A tensor of the same shape and dtype as ``x``.

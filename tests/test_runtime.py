@@ -81,13 +81,14 @@ def test_presets_reproduce_the_activations_the_paper_names():
     assert torch.allclose(oscillator(t), (t > 0) * (1 - torch.cos(t)), atol=1e-14)
 
 
+@pytest.mark.parametrize("backend", ["torch", "auto"])
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "a_b_c_disc_zero"])
-def test_gradcheck_in_every_subspace(name):
+def test_gradcheck_in_every_subspace(name, backend):
     coeffs = population(name).requires_grad_()
     x = torch.linspace(-1.5, 1.5, 8, dtype=torch.float64).reshape(2, 1, 4).expand(2, 3, 4)
     x = (x + 0.01 * torch.arange(3, dtype=torch.float64).reshape(1, 3, 1)).clone().requires_grad_()
     # s = 3 keeps the sigmoid smooth on the finite-difference scale.
-    fn = lambda x, c: F.deu(x, c, gravitation=False, steepness=3.0)  # noqa: E731
+    fn = lambda x, c: F.deu(x, c, gravitation=False, steepness=3.0, backend=backend)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, coeffs), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
@@ -493,11 +494,12 @@ def test_float32_neurons_at_the_critical_band_edge_stay_finite():
     "coeffs",
     [(0.0, 1.0, 1.0, 1e-2, 0.0), (1.0, 0.0, -1.0, 0.2, 0.1), (1.0, 0.5, 0.02, 0.1, 0.3)],
 )
-def test_gradients_are_those_of_the_capped_function_where_the_cap_is_active(coeffs):
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_gradients_are_those_of_the_capped_function_where_the_cap_is_active(coeffs, backend):
     """Inputs far enough out that exp's argument exceeds EXP_CAP: gradcheck still holds."""
     c = torch.tensor([coeffs], dtype=torch.float64, requires_grad=True)
     x = torch.tensor([[-20.0], [-17.5], [16.0], [19.0]], dtype=torch.float64, requires_grad=True)
-    fn = lambda x, c: F.deu(x, c, gravitation=False, max_value=1e12)  # noqa: E731
+    fn = lambda x, c: F.deu(x, c, gravitation=False, max_value=1e12, backend=backend)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, c), eps=1e-6, atol=1e-5, rtol=1e-6)
 
 
