@@ -464,30 +464,32 @@ def reference_workloads(x: torch.Tensor, group: str) -> Iterator[Workload]:
 def deu_workloads(
     x: torch.Tensor, coeffs: torch.Tensor, group: str, case: str, settings: Settings
 ) -> Iterator[Workload]:
-    """The DEU paths: the runtime (eager, gravitation on, its default), its
-    torch.compile, and the fused CPU kernel."""
+    """The DEU paths, gravitation on: the default (backend="auto": the fused
+    CPU kernel on the CPU), the generated PyTorch kernels eager, and their
+    torch.compile."""
     c = coeffs.detach().clone().requires_grad_()
-    yield activation_workload(group, case, "DEU eager", lambda t: functional.deu(t, c), x, [c])
+    if x.device.type == "cpu":
+        yield activation_workload(
+            group, case, DEFAULT_PATH, lambda t: functional.deu(t, c), x, [c], optional=True
+        )
+    yield activation_workload(
+        group, case, TORCH_PATH, lambda t: functional.deu(t, c, backend="torch"), x, [c]
+    )
     compiled = torch.compile(functional.deu, backend=settings.compile_backend)
     yield activation_workload(
         group,
         case,
-        f"DEU compiled ({settings.compile_backend})",
-        lambda t: compiled(t, c),
+        f"DEU generated PyTorch, compiled ({settings.compile_backend})",
+        lambda t: compiled(t, c, backend="torch"),
         x,
         [c],
         optional=True,
     )
-    if x.device.type == "cpu":
-        yield activation_workload(
-            group,
-            case,
-            "DEU fused CPU kernel (backend='cpp')",
-            lambda t: functional.deu(t, c, backend="cpp"),
-            x,
-            [c],
-            optional=True,
-        )
+
+
+# The two DEU paths the targets are about.
+DEFAULT_PATH = "DEU default (fused CPU kernel)"
+TORCH_PATH = "DEU generated PyTorch, eager"
 
 
 def baseline_workloads(
@@ -496,11 +498,21 @@ def baseline_workloads(
     """The runtime without gravitation (what the baselines compute), the masked
     Algorithm 1 and the per-neuron loop (on a subset of the neurons)."""
     c = coeffs.detach().clone().requires_grad_()
+    if x.device.type == "cpu":
+        yield activation_workload(
+            group,
+            case,
+            f"{DEFAULT_PATH}, no gravitation",
+            lambda t: functional.deu(t, c, gravitation=False),
+            x,
+            [c],
+            optional=True,
+        )
     yield activation_workload(
         group,
         case,
-        "DEU eager, no gravitation",
-        lambda t: functional.deu(t, c, gravitation=False),
+        f"{TORCH_PATH}, no gravitation",
+        lambda t: functional.deu(t, c, gravitation=False, backend="torch"),
         x,
         [c],
     )
@@ -553,10 +565,17 @@ def _deu_activation(channels: int) -> nn.Module:
     return DEU(channels, init=mixed_population(channels, generator).float())
 
 
+def _deu_torch_activation(channels: int) -> nn.Module:
+    module = _deu_activation(channels)
+    module.backend = "torch"
+    return module
+
+
 ACTIVATIONS: dict[str, ActivationFactory] = {
     "ReLU": lambda channels: nn.ReLU(),
     "PReLU": lambda channels: nn.PReLU(channels),
     "DEU": _deu_activation,
+    "DEU (generated PyTorch kernels)": _deu_torch_activation,
 }
 
 
@@ -815,8 +834,10 @@ def caption(settings: Settings, notes: Sequence[str]) -> list[str]:
         + ", ".join(f"{share:.0%} {name}" for name, share in MIXED_PROPORTIONS.items())
         + "; a single subspace name means every neuron in it. The networks' DEUs use the "
         "mixed population.",
-        "DEU eager is deu.functional.deu with its defaults (outward gravitation on); DEU "
-        f"compiled is torch.compile(deu.functional.deu, backend={settings.compile_backend!r}). "
+        "DEU default is deu.functional.deu with its defaults (outward gravitation on; "
+        "backend='auto', the fused CPU kernel on the CPU); DEU generated PyTorch is "
+        "backend='torch', eager and under "
+        f"torch.compile(deu.functional.deu, backend={settings.compile_backend!r}). "
         "The baselines compute the function of deu.functional.deu(..., gravitation=False), "
         "with autograd for the backward: masked Algorithm 1 evaluates every present "
         "subspace's closed form on every element and selects by mask; the per-neuron loop "

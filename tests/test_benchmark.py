@@ -54,16 +54,26 @@ def _expected_rows() -> set[tuple[str, str]]:
         "8x16": "per-neuron loop (baseline; 4 of 16 neurons, x4)",
         "2x8x4x4": "per-neuron loop (baseline; 4 of 8 neurons, x2)",
     }
-    deu_paths = ("DEU eager", "DEU compiled (eager)", "DEU fused CPU kernel (backend='cpp')")
+    deu_paths = (
+        "DEU default (fused CPU kernel)",
+        "DEU generated PyTorch, eager",
+        "DEU generated PyTorch, compiled (eager)",
+    )
     expected = set()
     for group, loop in activation_rows.items():
         expected |= {(group, path) for path in ("ReLU", "PReLU", "torch.exp")}
         mixed = f"{group} mixed"
-        baselines = ("DEU eager, no gravitation", "masked Algorithm 1 (baseline)", loop)
+        baselines = (
+            "DEU default (fused CPU kernel), no gravitation",
+            "DEU generated PyTorch, eager, no gravitation",
+            "masked Algorithm 1 (baseline)",
+            loop,
+        )
         expected |= {(mixed, path) for path in deu_paths + baselines}
         expected |= {(f"{group} {name}", path) for name in NAMES for path in deu_paths}
     for network in ("MLP 784-32-16-10, batch 8", "stunted ResNet-18 8x8, batch 2"):
-        expected |= {(network, path) for path in ("ReLU", "PReLU", "DEU")}
+        paths = ("ReLU", "PReLU", "DEU", "DEU (generated PyTorch kernels)")
+        expected |= {(network, path) for path in paths}
     return expected
 
 
