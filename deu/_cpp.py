@@ -23,16 +23,28 @@ def _folder() -> Path:
 
 
 def _simd_flags() -> list[str]:
-    """Compiler flags that select ATen's AVX2 vectors (and SLEEF) where the CPU has them.
+    """Compiler flags that select ATen's AVX-512 or AVX2 vectors (and SLEEF).
 
-    The kernel is built on the machine that runs it, so the running CPU's
-    capability (as torch detects it) is the right one. AVX-512 machines get the
-    AVX2 build, the one most tested. Elsewhere ATen's portable vectors are used:
-    the same results, a lane at a time.
+    The kernel is built on the machine that runs it, so the capability torch
+    detects there is the right one (torch's ATEN_CPU_CAPABILITY environment
+    variable lowers it, e.g. to "avx2"). Elsewhere ATen's portable vectors are
+    used: the same results, a lane at a time.
     """
     import torch
 
-    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability == "AVX512":
+        return [
+            "-mavx512f",
+            "-mavx512bw",
+            "-mavx512vl",
+            "-mavx512dq",
+            "-mfma",
+            "-mf16c",
+            "-DCPU_CAPABILITY=AVX512",
+            "-DCPU_CAPABILITY_AVX512",
+        ]
+    if capability in ("AVX2", "AVX512"):
         return ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
     return []
 

@@ -560,15 +560,13 @@ def activation_workloads(settings: Settings) -> Iterator[Workload]:
 ActivationFactory = Callable[[int], nn.Module]
 
 
-def _deu_activation(channels: int) -> nn.Module:
+def _deu_activation(channels: int, backend: str = "auto") -> nn.Module:
     generator = torch.Generator().manual_seed(channels)
-    return DEU(channels, init=mixed_population(channels, generator).float())
+    return DEU(channels, init=mixed_population(channels, generator).float(), backend=backend)
 
 
 def _deu_torch_activation(channels: int) -> nn.Module:
-    module = _deu_activation(channels)
-    module.backend = "torch"
-    return module
+    return _deu_activation(channels, backend="torch")
 
 
 ACTIVATIONS: dict[str, ActivationFactory] = {

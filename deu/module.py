@@ -137,11 +137,15 @@ class DEU(nn.Module):
         return subspaces(self.coeffs, self.epsilon)
 
     def describe(self) -> str:
-        """One line per neuron: its ODE, its initial conditions and its subspace."""
-        _, index = classify(self.coeffs.detach().double(), self.epsilon, self.critical)
+        """One line per neuron: the ODE its kernel solves, its initial conditions and
+        its subspace; where that ODE differs from the stored coefficients (a
+        coefficient below epsilon counts as zero; inside the critical band c is
+        moved onto b^2 = 4ac), the stored a, b, c follow."""
+        stored = self.coeffs.detach().double()
+        effective, index = classify(stored, self.epsilon, self.critical)
         lines = []
-        for (a, b, c, c1, c2), s in zip(
-            self.coeffs.detach().double().tolist(), index.tolist(), strict=True
+        for (a, b, c, c1, c2), raw, s in zip(
+            effective.tolist(), stored.tolist(), index.tolist(), strict=True
         ):
             subspace = SUBSPACES[s]
             ode = f"{a:.4f} y'' {'-' if b < 0 else '+'} {abs(b):.4f} y' "
@@ -152,7 +156,11 @@ class DEU(nn.Module):
                 initial = f"y(0)={c1:.4g}"
             else:
                 initial = f"y = sigmoid({self.steepness:g} t)/c"
-            lines.append(f"{ode}   {initial}   [{subspace.description}]")
+            line = f"{ode}   {initial}   [{subspace.description}]"
+            if [a, b, c] != raw[:3]:
+                # Zeroed below epsilon, or moved onto the critical equation.
+                line += f"   (stored a, b, c = {raw[0]:.4g}, {raw[1]:.4g}, {raw[2]:.4g})"
+            lines.append(line)
         return "\n".join(lines)
 
     def extra_repr(self) -> str:

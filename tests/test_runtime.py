@@ -397,6 +397,14 @@ def test_describe_and_repr():
         == "1.0687 y'' + 0.5607 y' + 0.4251 y = u(t)   y(0)=0, y'(0)=0   [damped (or growing) oscillation]"
     )
     assert lines[1] == "0.0000 y'' + 1.0000 y' + 0.0000 y = u(t)   y(0)=0   [ReLU-like ramp]"
+    # The kernel's equation, not the stored one, where they differ: c moved onto
+    # b^2 = 4ac in the critical band, a below epsilon zeroed.
+    moved = deu.DEU(2, init=torch.tensor([[1.0, 2.0, 1.001, 0, 0], [0.005, 1.0, 1.0, 0, 0]]))
+    critical, first_order = moved.describe().splitlines()
+    assert critical.startswith("1.0000 y'' + 2.0000 y' + 1.0000 y = u(t)")
+    assert critical.endswith("(stored a, b, c = 1, 2, 1.001)")
+    assert first_order.startswith("0.0000 y'' + 1.0000 y' + 1.0000 y = u(t)")
+    assert first_order.endswith("(stored a, b, c = 0.005, 1, 1)")
     assert repr(layer).startswith("DEU(2, dim=1, init='tensor', epsilon=0.01")
     assert layer.subspaces() == ["a_b_c_disc_neg", "a0_b_c0"]
 
