@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0+cpu
 TORCH_PIP_ARGS ?=
 
-.PHONY: venv regenerate check-generated test lint bench test-install clean
+.PHONY: venv regenerate check-generated test lint bench demo test-install clean
 
 venv: $(VENV)/.installed
 
@@ -37,6 +37,11 @@ lint: venv
 
 bench: venv
 	$(PY) -m deu.benchmark
+
+# Seconds: 2 DEUs learn the nested circles; prints their equations, writes the
+# decision boundary and the subspace gallery under build/demo.
+demo: venv
+	$(PY) -m deu.experiments.demo --out build/demo
 
 # The full packaging check: a fresh venv outside the checkout, torch and the
 # wheel installed from scratch, then a forward and backward pass from elsewhere.

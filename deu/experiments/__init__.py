@@ -19,7 +19,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
     "sine": ("sine", "one DEU neuron initialised as ReLU learns sin(t) (with/without gravitation)"),
     "diabetes": ("diabetes", "diabetes regression, 1-16 hidden neurons, 3-fold CV (Figure 6)"),
     "digits": ("digits", "8x8 digits (or MNIST/Fashion-MNIST IDX files): MLP and CNN (Table 2)"),
-    "timing": ("timing", "ms per training batch of a 784-x-10 MLP: DEU/Maxout/PReLU/ReLU (Table 4)"),
+    "timing": (
+        "timing",
+        "ms per training batch of a 784-x-10 MLP: DEU/Maxout/PReLU/ReLU (Table 4)",
+    ),
     "gallery": ("gallery", "one panel per subspace: y, dy/dt, dy/da, dy/db, dy/dc (Figure 3)"),
 }
 
