@@ -332,6 +332,7 @@ def _extension():
 def _fused_backward(x, coeffs, g, settings, need_input, need_coeffs):
     """The fused CPU kernel: f's own gradients and gravitation, all in C++."""
     outer, neurons, inner = _flat(x, settings.dim)
+    # Empty tensors come back for the gradients that are not needed.
     grad_x, grad_coeffs = _extension().backward(
         x.contiguous(),
         g.contiguous(),
@@ -347,8 +348,7 @@ def _fused_backward(x, coeffs, g, settings, need_input, need_coeffs):
         need_input,
         need_coeffs,
     )
-    nothing = x.new_empty(0)
-    return (grad_x if need_input else nothing), (grad_coeffs if need_coeffs else nothing)
+    return grad_x, grad_coeffs
 
 
 def _in_layout_of(result: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

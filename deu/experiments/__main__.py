@@ -37,8 +37,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.data is not None and args.name != "digits":
         raise SystemExit(f"--data is for the digits experiment, not {args.name!r}")
     module = importlib.import_module(f"deu.experiments.{EXPERIMENTS[args.name][0]}")
+    from deu.experiments._common import quick_threads
+
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = module.run(args)
+    with quick_threads(args):
+        summary = module.run(args)
     print(f"wrote {args.name} results to {args.out}")
     return summary
 

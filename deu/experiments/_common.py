@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ __all__ = [
     "activation",
     "count_parameters",
     "progress",
+    "quick_threads",
     "save_figure",
     "seed_everything",
     "setup",
@@ -32,6 +34,22 @@ def setup(args) -> None:
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
+
+
+@contextmanager
+def quick_threads(args) -> Iterator[None]:
+    """``--quick`` runs use one torch thread unless ``--threads`` says otherwise
+    (restored afterwards): their tiny tensors gain nothing from more, and on a
+    busy machine extra threads only wait on each other."""
+    if not args.quick or getattr(args, "threads", None):
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def seed_everything(seed: int) -> None:

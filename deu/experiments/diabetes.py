@@ -154,19 +154,6 @@ def linear_reference(x: np.ndarray, y: np.ndarray, seeds: list[int]) -> tuple[li
 
 def run(args) -> dict:
     setup(args)
-    if not args.quick or getattr(args, "threads", None):
-        return _run(args)
-    # Quick runs use one thread unless told otherwise: their tiny tensors gain
-    # nothing from more, and on a busy machine extra threads only wait on each other.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run(args)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _run(args) -> dict:
     widths = (1, 4) if args.quick else WIDTHS
     epochs = 20 if args.quick else EPOCHS
     rates = (3e-3,) if args.quick else LEARNING_RATES

@@ -215,19 +215,6 @@ def configure(args) -> Config:
 
 def run(args) -> dict:
     setup(args)
-    if not args.quick or getattr(args, "threads", None):
-        return _run(args)
-    # Quick runs use one thread unless told otherwise: their tiny tensors gain
-    # nothing from more, and on a busy machine extra threads only wait on each other.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run(args)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _run(args) -> dict:
     config = configure(args)
     dataset, x_train, y_train, x_test, y_test = load_data(args, config)
     image = (x_train.shape[2], x_train.shape[3])

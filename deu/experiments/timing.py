@@ -94,19 +94,6 @@ class Step:
 
 def run(args) -> dict:
     setup(args)
-    if not args.quick or getattr(args, "threads", None):
-        return _run(args)
-    # Quick runs use one thread unless told otherwise: their tiny tensors gain
-    # nothing from more, and on a busy machine extra threads only wait on each other.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run(args)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _run(args) -> dict:
     widths = (16, 64) if args.quick else WIDTHS
     architectures = ARCHITECTURES[:1] if args.quick else ARCHITECTURES
     warmup, repeats, steps = (1, 3, 1) if args.quick else (5, 15, 3)
