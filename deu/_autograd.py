@@ -357,6 +357,10 @@ def _in_layout_of(result: torch.Tensor, reference: torch.Tensor) -> torch.Tensor
     torch.compile plans strides from the fake kernels (torch.empty_like of the
     input): a channels-last or permuted input must get an output laid out alike.
     """
+    if result.stride() == reference.stride():
+        # The kernels' results are dense, so the reference is dense too, and
+        # empty_like keeps a dense tensor's strides: nothing to allocate.
+        return result
     target = torch.empty_like(reference)
     if result.stride() == target.stride():
         return result
@@ -388,7 +392,8 @@ def deu_forward(
     critical: str,
     backend: str,
 ) -> torch.Tensor:
-    _check_finite(coeffs)
+    if backend != "cpp":  # the fused kernel checks them itself, in one pass
+        _check_finite(coeffs)
     settings = Settings(dim, epsilon, steepness, max_value, gravitation, critical, backend)
     return _in_layout_of(forward_values(x, coeffs, settings), x)
 

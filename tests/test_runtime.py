@@ -367,8 +367,13 @@ def test_bad_inputs_raise_clear_errors():
         layer(torch.ones(2, 4, dtype=torch.long))
     bad = torch.zeros(4, 5)
     bad[1, 0], bad[3, 4] = float("inf"), float("nan")
-    with pytest.raises(ValueError, match="neurons 1, 3 have non-finite"):
-        F.deu(torch.randn(2, 4), bad)
+    for backend in ("torch", "auto"):  # auto: the fused kernel checks them itself
+        with pytest.raises(ValueError, match="neurons 1, 3 have non-finite"):
+            F.deu(torch.randn(2, 4), bad, backend=backend)
+    many = torch.full((12, 5), float("nan"))
+    for backend in ("torch", "auto"):
+        with pytest.raises(ValueError, match=r"neurons 0, 1, .*, 9, \.\.\. have non-finite"):
+            F.deu(torch.randn(2, 12), many, backend=backend)
     with pytest.raises(ValueError, match=r"shape \(num_neurons, 5\), got \(4, 3\)"):
         F.deu(torch.randn(2, 4), torch.zeros(4, 3))
     with pytest.raises(ValueError, match="dim must be in"):
