@@ -46,9 +46,28 @@ class Settings:
     backend: str = "torch"
 
 
-def _groups(index: torch.Tensor) -> list[tuple[int, torch.Tensor | None]]:
-    """(subspace, neuron indices) for each subspace present; None means all neurons."""
-    counts = torch.bincount(index, minlength=len(SUBSPACES)).tolist()  # one host sync
+def _unclassified_error(coeffs: torch.Tensor, bad: list[int]) -> ValueError:
+    """The error for neurons that no subspace rule takes (the fused kernel's, too)."""
+    shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+    a, b, c = (float(v) for v in coeffs[bad[0], :3])
+    return ValueError(
+        f"coeffs of neurons {shown} fall in no subspace: in {coeffs.dtype}, b^2 - 4ac "
+        f"is NaN or a*c rounds to zero (neuron {bad[0]}: a, b, c = {a:g}, {b:g}, {c:g}); "
+        "rescale them"
+    )
+
+
+def _groups(index: torch.Tensor, coeffs: torch.Tensor) -> list[tuple[int, torch.Tensor | None]]:
+    """(subspace, neuron indices) for each subspace present; None means all neurons.
+
+    Raises ValueError for neurons that fall in no subspace (index -1), whose
+    ``coeffs`` the message shows.
+    """
+    # Index -1 counts at 0: one host sync, as before.
+    counts = torch.bincount(index + 1, minlength=len(SUBSPACES) + 1).tolist()
+    if counts[0]:
+        raise _unclassified_error(coeffs, torch.nonzero(index < 0).flatten().tolist())
+    counts = counts[1:]
     present = [s for s, n in enumerate(counts) if n]
     if len(present) == 1:
         return [(present[0], None)]
@@ -115,7 +134,7 @@ def forward_values(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings) ->
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
     shape = _neuron_shape(x, settings.dim)
     parts = []
-    for s, idx in _groups(index):
+    for s, idx in _groups(index, coeffs):
         subspace = SUBSPACES[s]
         k = _neuron_quantities(subspace, _take(effective, 0, idx), shape, settings.steepness)
         parts.append((idx, subspace.value(_take(x, settings.dim, idx), k)))
@@ -213,7 +232,7 @@ def _neighbours(subspace, coeffs_raw, effective, t_star, settings):
         # into float64 would round below eps and stay singular.
         moved[:, p] = eps * torch.where(raw < 0, -1.0, 1.0).to(moved)
         moved_eff, neighbour_index = classify(moved, eps, settings.critical)
-        for s, idx in _groups(neighbour_index):
+        for s, idx in _groups(neighbour_index, moved):
             neighbour = SUBSPACES[s]
             h_coeffs = _take(moved_eff, 0, idx).clone()
             initial = _matched_initial_conditions(
@@ -288,7 +307,7 @@ def backward_values(
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
     shape = _neuron_shape(x, dim)
     input_parts, coeff_parts = [], []
-    for s, idx in _groups(index):
+    for s, idx in _groups(index, coeffs):
         subspace = SUBSPACES[s]
         group_coeffs = _take(effective, 0, idx)
         k = _neuron_quantities(subspace, group_coeffs, shape, settings.steepness)

@@ -370,6 +370,11 @@ def test_bad_inputs_raise_clear_errors():
     for backend in ("torch", "auto"):  # auto: the fused kernel checks them itself
         with pytest.raises(ValueError, match="neurons 1, 3 have non-finite"):
             F.deu(torch.randn(2, 4), bad, backend=backend)
+    # Finite, but b^2 - 4ac is inf - inf = NaN in float32: no subspace takes it.
+    huge = torch.tensor([[0.5, 1.7, 0.6, 0.1, 0.2], [1e20, 1e20, 1e20, 0.0, 0.0]])
+    for backend in ("torch", "auto"):
+        with pytest.raises(ValueError, match=r"neurons 1 fall in no subspace: in torch.float32"):
+            F.deu(torch.randn(2, 2, 5), huge, backend=backend)
     many = torch.full((12, 5), float("nan"))
     for backend in ("torch", "auto"):
         with pytest.raises(ValueError, match=r"neurons 0, 1, .*, 9, \.\.\. have non-finite"):
