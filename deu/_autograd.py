@@ -21,12 +21,13 @@ neuron's inputs in the batch (value only, where h is of first order).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from deu._generated import SUBSPACES
-from deu._subspaces import classify
+from deu._subspaces import classify, unclassified_error, unclassified_neighbour_error
 
 # Columns of the coefficient matrix, and the matching outputs of the kernels
 # (output 0 is y, output 1 is dy/dt).
@@ -46,27 +47,17 @@ class Settings:
     backend: str = "torch"
 
 
-def _unclassified_error(coeffs: torch.Tensor, bad: list[int]) -> ValueError:
-    """The error for neurons that no subspace rule takes (the fused kernel's, too)."""
-    shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
-    a, b, c = (float(v) for v in coeffs[bad[0], :3])
-    return ValueError(
-        f"coeffs of neurons {shown} fall in no subspace: in {coeffs.dtype}, b^2 - 4ac "
-        f"is NaN or a*c rounds to zero (neuron {bad[0]}: a, b, c = {a:g}, {b:g}, {c:g}); "
-        "rescale them"
-    )
-
-
-def _groups(index: torch.Tensor, coeffs: torch.Tensor) -> list[tuple[int, torch.Tensor | None]]:
+def _groups(
+    index: torch.Tensor, unclassified: Callable[[list[int]], Exception]
+) -> list[tuple[int, torch.Tensor | None]]:
     """(subspace, neuron indices) for each subspace present; None means all neurons.
 
-    Raises ValueError for neurons that fall in no subspace (index -1), whose
-    ``coeffs`` the message shows.
+    Neurons that fall in no subspace (index -1) raise ``unclassified(their indices)``.
     """
     # Index -1 counts at 0: one host sync, as before.
     counts = torch.bincount(index + 1, minlength=len(SUBSPACES) + 1).tolist()
     if counts[0]:
-        raise _unclassified_error(coeffs, torch.nonzero(index < 0).flatten().tolist())
+        raise unclassified(torch.nonzero(index < 0).flatten().tolist())
     counts = counts[1:]
     present = [s for s, n in enumerate(counts) if n]
     if len(present) == 1:
@@ -134,7 +125,7 @@ def forward_values(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings) ->
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
     shape = _neuron_shape(x, settings.dim)
     parts = []
-    for s, idx in _groups(index, coeffs):
+    for s, idx in _groups(index, lambda bad: unclassified_error(coeffs, bad)):
         subspace = SUBSPACES[s]
         k = _neuron_quantities(subspace, _take(effective, 0, idx), shape, settings.steepness)
         parts.append((idx, subspace.value(_take(x, settings.dim, idx), k)))
@@ -214,12 +205,21 @@ def _matched_initial_conditions(
     return torch.nan_to_num(solution, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _neighbours(subspace, coeffs_raw, effective, t_star, settings):
+def _neighbours(subspace, coeffs_raw, effective, t_star, settings, neurons):
     """The gravitation neighbours of one group's neurons, singular coefficient by coefficient.
 
     Yields (p, neighbour subspace index, neuron indices within the group or
     None for all, the neighbours' coefficients with matched c1 and c2).
+    ``neurons`` are the group's indices among all neurons (None: all), for errors.
     """
+
+    def unclassified(p: int) -> Callable[[list[int]], Exception]:
+        def error(bad: list[int]) -> Exception:
+            named = bad if neurons is None else neurons[bad].tolist()
+            return unclassified_neighbour_error(named, coeffs_raw[bad[0]], p)
+
+        return error
+
     eps = settings.epsilon
     singular = [p for p, zero in zip((_A, _B, _C), subspace.zero, strict=True) if zero]
     if not singular:
@@ -232,7 +232,7 @@ def _neighbours(subspace, coeffs_raw, effective, t_star, settings):
         # into float64 would round below eps and stay singular.
         moved[:, p] = eps * torch.where(raw < 0, -1.0, 1.0).to(moved)
         moved_eff, neighbour_index = classify(moved, eps, settings.critical)
-        for s, idx in _groups(neighbour_index, moved):
+        for s, idx in _groups(neighbour_index, unclassified(p)):
             neighbour = SUBSPACES[s]
             h_coeffs = _take(moved_eff, 0, idx).clone()
             initial = _matched_initial_conditions(
@@ -265,15 +265,19 @@ def _gravitation(
     x: torch.Tensor,
     g: torch.Tensor,
     settings: Settings,
+    neurons: torch.Tensor | None,
 ) -> torch.Tensor:
-    """Gradient (n, 5) contributed by outward gravitation for one group's neurons."""
+    """Gradient (n, 5) contributed by outward gravitation for one group's neurons
+    (``neurons``: their indices among all neurons, None for all)."""
     dim = settings.dim
     grad = torch.zeros(effective.shape[0], 5, dtype=x.dtype, device=x.device)
     if not any(subspace.zero):
         return grad
     shape = _neuron_shape(x, dim)
     t_star = _mean_input(x, dim)
-    for p, s, idx, h_coeffs in _neighbours(subspace, coeffs_raw, effective, t_star, settings):
+    for p, s, idx, h_coeffs in _neighbours(
+        subspace, coeffs_raw, effective, t_star, settings, neurons
+    ):
         neighbour = SUBSPACES[s]
         k = _neuron_quantities(neighbour, h_coeffs, shape, settings.steepness)
         d = neighbour.derivatives(_take(x, dim, idx), k)[_OUTPUT_OF_COEFF[p]]
@@ -307,7 +311,7 @@ def backward_values(
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
     shape = _neuron_shape(x, dim)
     input_parts, coeff_parts = [], []
-    for s, idx in _groups(index, coeffs):
+    for s, idx in _groups(index, lambda bad: unclassified_error(coeffs, bad)):
         subspace = SUBSPACES[s]
         group_coeffs = _take(effective, 0, idx)
         k = _neuron_quantities(subspace, group_coeffs, shape, settings.steepness)
@@ -326,7 +330,7 @@ def backward_values(
         group_grad = torch.stack(columns, dim=1)
         if settings.gravitation:
             group_grad = group_grad + _gravitation(
-                subspace, _take(coeffs, 0, idx), group_coeffs, xs, gs, settings
+                subspace, _take(coeffs, 0, idx), group_coeffs, xs, gs, settings, idx
             )
         coeff_parts.append((idx, group_grad))
     nothing = x.new_empty(0)

@@ -73,6 +73,45 @@ def classify(
     return effective, index
 
 
+def _shown(neurons: list[int]) -> str:
+    return ", ".join(map(str, neurons[:10])) + (", ..." if len(neurons) > 10 else "")
+
+
+def unclassified_error(coeffs: torch.Tensor, neurons: list[int]) -> ValueError:
+    """The error for neurons that no subspace rule takes (index -1 from
+    :func:`classify`): b^2 - 4ac is NaN or a*c rounds to zero in the working
+    precision. The fused CPU kernel raises the same."""
+    a, b, c = (float(v) for v in coeffs[neurons[0], :3])
+    return ValueError(
+        f"coeffs of neurons {_shown(neurons)} fall in no subspace: in {coeffs.dtype}, "
+        f"b^2 - 4ac is NaN or a*c rounds to zero (neuron {neurons[0]}: a, b, c = "
+        f"{a:g}, {b:g}, {c:g}); rescale them"
+    )
+
+
+def unclassified_neighbour_error(
+    neurons: list[int], first: torch.Tensor, coefficient: int
+) -> ValueError:
+    """The error for neurons whose outward-gravitation neighbour (``coefficient``
+    0, 1 or 2 moved to +-epsilon) falls in no subspace; ``first`` is the first
+    neuron's (a, b, c, ...). The fused CPU kernel raises the same."""
+    a, b, c = (float(v) for v in first[:3])
+    return ValueError(
+        f"coeffs of neurons {_shown(neurons)} have a gravitation neighbour "
+        f"({'abc'[coefficient]} moved to +-epsilon) that falls in no subspace: in "
+        f"{first.dtype}, b^2 - 4ac is NaN or a*c rounds to zero (neuron {neurons[0]}: "
+        f"a, b, c = {a:g}, {b:g}, {c:g}); rescale them, change epsilon or pass "
+        "gravitation=False"
+    )
+
+
+def check_classified(coeffs: torch.Tensor, index: torch.Tensor) -> None:
+    """Raise :func:`unclassified_error` if a neuron has index -1 (a host sync)."""
+    bad = torch.nonzero(index < 0).flatten().tolist()
+    if bad:
+        raise unclassified_error(coeffs, bad)
+
+
 def subspaces(coeffs: torch.Tensor, epsilon: float = 0.01) -> list[str]:
     """Each neuron's subspace name, as the generated module names them.
 
@@ -82,4 +121,5 @@ def subspaces(coeffs: torch.Tensor, epsilon: float = 0.01) -> list[str]:
     if coeffs.dim() != 2 or coeffs.shape[1] != 5:
         raise ValueError(f"coeffs must have shape (num_neurons, 5), got {tuple(coeffs.shape)}")
     _, index = classify(coeffs.detach(), epsilon)
+    check_classified(coeffs, index)
     return [SUBSPACE_NAMES[i] for i in index.tolist()]

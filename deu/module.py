@@ -7,7 +7,7 @@ from torch import nn
 
 from deu import functional as F
 from deu._generated import SUBSPACES
-from deu._subspaces import classify
+from deu._subspaces import check_classified, classify
 
 __all__ = ["DEU", "PRESETS"]
 
@@ -143,6 +143,7 @@ class DEU(nn.Module):
         moved onto b^2 = 4ac), the stored a, b, c follow."""
         stored = self.coeffs.detach().double()
         effective, index = classify(stored, self.epsilon, self.critical)
+        check_classified(stored, index)
         lines = []
         for (a, b, c, c1, c2), raw, s in zip(
             effective.tolist(), stored.tolist(), index.tolist(), strict=True

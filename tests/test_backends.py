@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -53,7 +54,8 @@ def test_the_cpu_kernel_builds_wherever_there_is_a_compiler():
     # feature); where a compiler exists, a build failure is a bug, not a skip.
     from torch.utils.cpp_extension import is_ninja_available
 
-    if shutil.which(os.environ.get("CXX", "c++")) is None or not is_ninja_available():
+    compiler = shlex.split(os.environ.get("CXX", "c++"))[0]  # CXX may be "ccache g++"
+    if shutil.which(compiler) is None or not is_ninja_available():
         pytest.skip("no C++ compiler or no ninja here: the generated PyTorch path runs")
     assert _cpp.load() is not None, "the fused CPU kernel failed to build (see the warning)"
 
@@ -177,10 +179,11 @@ def test_the_float_kernels_exp_is_accurate_over_its_whole_range(cpu_kernel):
 def test_the_float_kernels_sin_and_cos_are_accurate_beyond_their_fast_range(cpu_kernel):
     # a = c = 1, c1 = c2 = 1: y = cos t + sin t for t < 0, 1 + sin t for t > 0.
     # The kernel reduces |t| <= 8192 itself and hands vectors with a larger
-    # argument to SLEEF: huge arguments of both signs (its own reduction would
-    # be wrong from about 1e9 on), alone and mixed into vectors of small ones.
+    # argument to SLEEF: large arguments of both signs, log-uniform from 1e3 to
+    # 1e30 (its own reduction is off by 4e-6 from 1e6 on, by whole units from
+    # 1e7), alone and mixed into vectors of small ones.
     generator = torch.Generator().manual_seed(0)
-    huge = 10 ** (torch.rand(20_000, generator=generator) * 21 + 9)  # 1e9 .. 1e30
+    huge = 10 ** (torch.rand(20_000, generator=generator) * 27 + 3)
     huge = huge * torch.where(torch.rand(20_000, generator=generator) < 0.5, -1.0, 1.0)
     small = torch.linspace(-20_000.0, 20_000.0, 400_001)
     mixed = small.clone()
@@ -190,6 +193,31 @@ def test_the_float_kernels_sin_and_cos_are_accurate_beyond_their_fast_range(cpu_
     # Values up to 2, whose float ulp is 2.4e-7; measured: at most 2.2e-7.
     assert (y - y_ref).abs().max() <= 3e-7
     assert (dy - dy_ref).abs().max() <= 3e-7
+
+
+def test_unclassifiable_neurons_raise_the_same_error_on_both_backends(cpu_kernel):
+    good = [0.5, 1.7, 0.6, 0.1, 0.2]
+    # Themselves, even for an empty batch: b^2 - 4ac = inf - inf in float32.
+    huge = torch.tensor([good, [1e20, 1e20, 1e20, 0.0, 0.0]])
+    messages = {}
+    for backend in ("torch", "cpp"):
+        with pytest.raises(ValueError, match="neurons 1 fall in no subspace") as error:
+            F.deu(torch.randn(0, 2), huge, backend=backend)
+        messages[backend] = str(error.value).splitlines()[0]
+    assert messages["torch"] == messages["cpp"]
+    # Their gravitation neighbour: a_b0_c0 neurons whose c moved to epsilon =
+    # 1e-30 gives a*c = 1e-50, zero in float32; the forward is fine.
+    tiny = torch.tensor([good, [1e-20, 0.0, 0.0, 0.1, 0.2]] * 2)
+    for backend in ("torch", "cpp"):
+        x = torch.randn(4, 4, requires_grad=True)
+        y = F.deu(x, tiny.clone().requires_grad_(), epsilon=1e-30, backend=backend)
+        with pytest.raises(
+            ValueError, match=r"neurons 1, 3 have a gravitation neighbour \(c "
+        ) as error:
+            y.sum().backward()
+        messages[backend] = str(error.value).splitlines()[0]
+    assert messages["torch"] == messages["cpp"]
+    assert "a, b, c = 1e-20, 0, 0" in messages["cpp"]
 
 
 def test_a_failed_kernel_build_falls_back_with_one_warning(monkeypatch):
@@ -302,9 +330,13 @@ def test_the_kernel_applies_the_subspace_rules_of_the_runtime(cpu_kernel, critic
     offset = (torch.rand(500, generator=generator) - 0.5) * 4 * eps
     band = torch.stack([a, b, (b * b - offset) / (4 * a)], 1)
     random = (torch.rand(1000, 3, generator=generator) - 0.5) * 0.1
-    abc = torch.cat([grid, band, -band, random]).to(dtype)
+    # Rows no rule takes in float32 (b^2 - 4ac = inf - inf).
+    unclassifiable = torch.tensor([[1e20, 1e20, 1e20], [-1e20, 1e20, -1e20]])
+    abc = torch.cat([grid, band, -band, random, unclassifiable]).to(dtype)
     coeffs = torch.cat([abc, torch.randn(len(abc), 2, generator=generator).to(dtype)], 1)
     effective, index = classify(coeffs, eps, critical)
     kernel_effective, kernel_index = cpu_kernel.classify(coeffs, eps, critical == "paper")
     assert torch.equal(kernel_index, index)
     assert torch.equal(kernel_effective, effective)  # bit for bit
+    if dtype == torch.float32:
+        assert (index[-2:] == -1).all()

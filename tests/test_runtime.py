@@ -375,6 +375,8 @@ def test_bad_inputs_raise_clear_errors():
     for backend in ("torch", "auto"):
         with pytest.raises(ValueError, match=r"neurons 1 fall in no subspace: in torch.float32"):
             F.deu(torch.randn(2, 2, 5), huge, backend=backend)
+    with pytest.raises(ValueError, match="neurons 1 fall in no subspace"):
+        deu.subspaces(huge)
     many = torch.full((12, 5), float("nan"))
     for backend in ("torch", "auto"):
         with pytest.raises(ValueError, match=r"neurons 0, 1, .*, 9, \.\.\. have non-finite"):
