@@ -106,21 +106,24 @@ def _flat(x: torch.Tensor, dim: int) -> tuple[int, int, int]:
     return math.prod(x.shape[:dim]), x.shape[dim], math.prod(x.shape[dim + 1 :])
 
 
+def _kernel_arguments(x: torch.Tensor, settings: Settings) -> tuple:
+    """The fused kernel's (outer, neurons, inner, epsilon, steepness, max_value,
+    critical_paper), shared by its forward and backward."""
+    return (
+        *_flat(x, settings.dim),
+        settings.epsilon,
+        settings.steepness,
+        settings.max_value,
+        settings.critical == "paper",
+    )
+
+
 def forward_values(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings) -> torch.Tensor:
     if coeffs.shape[0] == 0:  # no neurons: nothing to compute
         return torch.empty_like(x)
     if settings.backend == "cpp":
-        outer, neurons, inner = _flat(x, settings.dim)
         return _extension().forward(
-            x.contiguous(),
-            coeffs.contiguous(),
-            outer,
-            neurons,
-            inner,
-            settings.epsilon,
-            settings.steepness,
-            settings.max_value,
-            settings.critical == "paper",
+            x.contiguous(), coeffs.contiguous(), *_kernel_arguments(x, settings)
         )
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
     shape = _neuron_shape(x, settings.dim)
@@ -354,19 +357,12 @@ def _extension():
 
 def _fused_backward(x, coeffs, g, settings, need_input, need_coeffs):
     """The fused CPU kernel: f's own gradients and gravitation, all in C++."""
-    outer, neurons, inner = _flat(x, settings.dim)
     # Empty tensors come back for the gradients that are not needed.
     grad_x, grad_coeffs = _extension().backward(
         x.contiguous(),
         g.contiguous(),
         coeffs.contiguous(),
-        outer,
-        neurons,
-        inner,
-        settings.epsilon,
-        settings.steepness,
-        settings.max_value,
-        settings.critical == "paper",
+        *_kernel_arguments(x, settings),
         settings.gravitation,
         need_input,
         need_coeffs,
