@@ -141,3 +141,21 @@ CPP = Printer(
     power="ipow<{1}>({0})",
     integer="T({0})",
 )
+
+
+# Triton: the formulas are @triton.jit device functions; the helpers (_exp,
+# _unclamped, _step, _sign, _ipow, _sqrt) live in the generated module.
+TRITON = Printer(
+    functions={
+        CappedExp: "_exp({0})",
+        Unclamped: "_unclamped({0})",
+        sp.Abs: "tl.abs({0})",
+        sp.sin: "tl.sin({0})",
+        sp.cos: "tl.cos({0})",
+        sp.sign: "_sign({0})",
+        sp.Heaviside: "_step({0})",
+        Sigmoid: "tl.sigmoid({0})",
+    },
+    sqrt="_sqrt({0})",
+    power="_ipow({0}, {1})",
+)

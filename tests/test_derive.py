@@ -13,7 +13,7 @@ import sympy as sp
 
 from derive import pipeline
 from derive.differentiate import differentiate, resolve_dirac, smooth_delta
-from derive.printer import TORCH, PrinterError
+from derive.printer import CPP, TORCH, TRITON, PrinterError
 from derive.render import environment
 from derive.solve import Solution, solve
 from derive.spec import SUBSPACES, CappedExp, Sigmoid, a, b, by_name, c, c1, c2, s, t
@@ -78,20 +78,32 @@ def test_a_wrong_formula_injected_into_the_pipeline_stops_the_run(monkeypatch, t
         pipeline.derive_all(progress=False, jobs=1)
 
 
-def test_the_printer_rejects_unsupported_nodes_by_name():
+PRINTERS = {"torch": TORCH, "cpp": CPP, "triton": TRITON}
+
+
+@pytest.mark.parametrize("printer", PRINTERS.values(), ids=PRINTERS)
+def test_the_printer_rejects_unsupported_nodes_by_name(printer):
     with pytest.raises(PrinterError, match="tan"):
-        TORCH(sp.tan(t))
+        printer(sp.tan(t))
     with pytest.raises(PrinterError, match="DiracDelta"):
-        TORCH(sp.DiracDelta(t) * a)
+        printer(sp.DiracDelta(t) * a)
     with pytest.raises(PrinterError, match="only integer powers"):
-        TORCH(t ** sp.Rational(1, 3))
+        printer(t ** sp.Rational(1, 3))
     with pytest.raises(PrinterError, match="u\\(0\\) = 0"):
-        TORCH(sp.Heaviside(t))
+        printer(sp.Heaviside(t))
 
 
-def test_no_uncapped_exponential_can_be_printed():
+@pytest.mark.parametrize("printer", PRINTERS.values(), ids=PRINTERS)
+def test_no_uncapped_exponential_can_be_printed(printer):
     with pytest.raises(PrinterError, match="exp"):
-        TORCH(sp.exp(t))
+        printer(sp.exp(t))
+    assert "exp" in printer(CappedExp(t))  # the capped one prints
+
+
+def test_the_triton_printer_spells_the_generated_helpers():
+    assert TRITON(CappedExp(-c * t / b) * sp.sqrt(c / a)) == "_sqrt(c / a) * _exp(-c * t / b)"
+    assert TRITON((a + b) ** 3) == "_ipow((a + b), 3)"
+    assert TRITON(sp.Heaviside(t, 0) * sp.sin(t)) == "tl.sin(t) * _step(t)"
 
 
 def test_clamped_exponentials_differentiate_to_zero_where_the_clamp_is_active():
