@@ -43,7 +43,8 @@ class Settings:
     max_value: float
     gravitation: bool
     critical: str
-    # "torch" (the generated PyTorch kernels) or "cpp" (the fused CPU kernel).
+    # "torch" (the generated PyTorch kernels), "cpp" (the fused CPU kernel) or
+    # "triton" (deu/_triton.py).
     backend: str = "torch"
 
 
@@ -125,6 +126,12 @@ def forward_values(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings) ->
         return _extension().forward(
             x.contiguous(), coeffs.contiguous(), *_kernel_arguments(x, settings)
         )
+    if settings.backend == "triton":
+        from deu import _triton
+
+        y = _triton.forward(x.contiguous(), coeffs, settings)
+        if y is not None:  # None: the kernels failed (warned once); the PyTorch path runs
+            return y
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
     shape = _neuron_shape(x, settings.dim)
     parts = []
@@ -310,6 +317,14 @@ def backward_values(
         )
     if settings.backend == "cpp":
         return _fused_backward(x, coeffs, g, settings, need_input, need_coeffs)
+    if settings.backend == "triton":
+        from deu import _triton
+
+        grads = _triton.backward(
+            x.contiguous(), coeffs, g.contiguous(), settings, need_input, need_coeffs
+        )
+        if grads is not None:  # None: the kernels failed (warned once); the PyTorch path runs
+            return grads
     dim = settings.dim
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
     shape = _neuron_shape(x, dim)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 
 from deu._autograd import deu_forward
@@ -9,19 +12,31 @@ from deu._subspaces import CRITICAL_RULES
 
 __all__ = ["deu", "BACKENDS"]
 
-BACKENDS = ("auto", "torch", "cpp")
+BACKENDS = ("auto", "torch", "cpp", "triton")
+
+
+@functools.cache
+def _triton_imports() -> bool:
+    try:
+        import triton  # noqa: F401
+    except Exception:  # noqa: BLE001 - absent or broken: the Triton backend is off
+        return False
+    return True
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """The concrete backend for ``backend`` on ``device``: "torch" or "cpp".
+    """The concrete backend for ``backend`` on ``device``: "torch", "cpp" or "triton".
 
-    "auto" is the fused CPU kernel ("cpp") for CPU tensors and the generated
+    "auto" is the fused CPU kernel ("cpp") for CPU tensors, the Triton kernels
+    ("triton") for CUDA and ROCm tensors when triton imports, and the generated
     PyTorch kernels elsewhere. The CPU kernel is compiled with the system C++
     compiler at first use (about a minute, then cached by PyTorch under
     ``~/.cache/torch_extensions``); if that fails, for instance with no
     compiler, the PyTorch kernels are used instead, with one warning per
-    process. While torch.compile traces, nothing is built: "cpp" is used only
-    if an earlier eager call built it. "torch" never needs a compiler.
+    process; the same holds for a Triton kernel that fails to compile. While
+    torch.compile traces, nothing is built: "cpp" is used only if an earlier
+    eager call built it. "torch" never needs a compiler. "triton" on CPU tensors
+    runs Triton's interpreter, and only when TRITON_INTERPRET=1 is set.
     """
     from deu import _cpp
 
@@ -29,10 +44,24 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch":
         return "torch"
+    if backend == "triton":
+        if not _triton_imports():
+            raise ValueError("backend 'triton' needs the triton package, which does not import")
+        if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(
+                "backend 'triton' runs on CUDA and ROCm devices; on CPU tensors only under "
+                "Triton's interpreter, with TRITON_INTERPRET=1 set (it is not set here)"
+            )
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(
+                f"backend 'triton' runs on CUDA and ROCm devices; the input is on {device}"
+            )
+        return "triton"
     if device.type != "cpu":
         if backend == "cpp":
             raise ValueError(f"backend 'cpp' runs on the CPU; the input is on {device}")
-        return "torch"
+        # ROCm builds of torch call their devices "cuda" too.
+        return "triton" if device.type == "cuda" and _triton_imports() else "torch"
     if torch.compiler.is_compiling():
         return "cpp" if _cpp.loaded() else "torch"
     return "cpp" if _cpp.available() else "torch"
@@ -104,7 +133,8 @@ def deu(
         critical: "nearest" (c = b^2/(4a) inside the band) or "paper"
             (a = |b|/2*sign(a), c = |b|/2*sign(c), to reproduce the paper).
         backend: "auto" (default: the fused CPU kernel on the CPU, built at first
-            use, and the generated PyTorch kernels elsewhere), "torch", or "cpp".
+            use, the Triton kernels on CUDA and ROCm devices where triton imports,
+            and the generated PyTorch kernels elsewhere), "torch", "cpp" or "triton".
             See :func:`resolve_backend`.
 
     Returns:

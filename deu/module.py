@@ -47,7 +47,7 @@ class DEU(nn.Module):
         max_value: outputs are clamped to [-max_value, max_value]. Default: 1000.
         gravitation: the paper's outward gravitation for singular coefficients.
         critical: ``"nearest"`` or ``"paper"`` handling of the critical band.
-        backend: ``"auto"``, ``"torch"`` or ``"cpp"``; see ``deu.functional.deu``.
+        backend: ``"auto"``, ``"torch"``, ``"cpp"`` or ``"triton"``; see ``deu.functional.deu``.
 
     Shape:
         - Input: :math:`(N, C, *)` with ``C = num_neurons`` (or any shape whose
