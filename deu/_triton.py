@@ -140,13 +140,18 @@ def backward_kernel(
         tl.store(out + 4, tl.sum(tl.where(mask, g * dy_dc2, 0.0), axis=0), mask=col_ok)
 
 
-def blocks(inner: int) -> tuple[int, int]:
+def blocks(inner: int, dtype: torch.dtype) -> tuple[int, int]:
     """(BLOCK_M, BLOCK_N): a neuron's elements are contiguous runs of ``inner``.
 
     With inner == 1 ((N, C), dim=-1) a row of neighbouring neurons is contiguous,
     so a tile spans 16 neurons; otherwise one neuron and 1024 of its elements.
+    float64 tiles are half as large: at full size ptxas spills registers in
+    three subspaces' backward kernels (``make triton-report``).
     """
-    return (64, 16) if inner == 1 else (1024, 1)
+    rows = 64 if inner == 1 else 1024
+    if dtype == torch.float64:
+        rows //= 2
+    return (rows, 16) if inner == 1 else (rows, 1)
 
 
 _state: dict[str, BaseException] = {}
@@ -191,7 +196,7 @@ def forward(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings) -> torch.
         return None
     effective, _, plan, params, rows, neurons, inner = _launch_plan(x, coeffs, settings)
     y = torch.empty_like(x)
-    block_m, block_n = blocks(inner)
+    block_m, block_n = blocks(inner, x.dtype)
     try:
         for s, idx in plan:
             if rows == 0:
@@ -249,7 +254,7 @@ def backward(
     if not _usable(x.device):
         return None
     effective, groups, plan, params, rows, neurons, inner = _launch_plan(x, coeffs, settings)
-    block_m, block_n = blocks(inner)
+    block_m, block_n = blocks(inner, x.dtype)
     row_blocks = triton.cdiv(rows, block_m)
     nothing = x.new_empty(0)
     grad_x = torch.empty_like(x) if need_input else nothing

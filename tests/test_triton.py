@@ -107,10 +107,12 @@ def _assert_agree(reference, triton_result, dtype):
 
 
 LAYOUTS = {
-    # (N, C) with 37 rows: the last row block of 64 and the 16-neuron tiles are partial.
+    # (N, C) with 37 rows: float64 tiles are 32 rows by 16 neurons, so the
+    # second row block and the 16-neuron tiles (groups of 2 or 4) are partial.
     "(N, C)": (lambda dtype: torch.randn(37, 24, dtype=dtype), 1),
-    # (N, C, H, W): 2 * 5 * 7 = 70 elements per neuron in a 1024-element tile.
-    "(N, C, H, W)": (lambda dtype: torch.randn(2, 12, 5, 7, dtype=dtype), 1),
+    # (N, C, H, W): 3 * 13 * 15 = 585 elements per neuron, float64 tiles of
+    # 512: two row blocks' partial sums, the second block partial.
+    "(N, C, H, W)": (lambda dtype: torch.randn(3, 12, 13, 15, dtype=dtype), 1),
     "channels_last": (
         lambda dtype: torch.randn(2, 12, 3, 3, dtype=dtype).to(memory_format=torch.channels_last),
         1,
