@@ -47,7 +47,8 @@ def _tile(neurons_ptr, n_group, rows, neurons, inner, BLOCK_M: tl.constexpr, BLO
     offsets and mask of its elements in x viewed as (outer, neurons, inner)."""
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = cols < n_group
-    neuron = tl.load(neurons_ptr + cols, mask=col_ok, other=0).to(tl.int64)
+    # Columns past the group repeat its last neuron: same subspace, finite work.
+    neuron = tl.load(neurons_ptr + tl.minimum(cols, n_group - 1)).to(tl.int64)
     j = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = j < rows
     o = j // inner
@@ -259,7 +260,9 @@ def backward(
     nothing = x.new_empty(0)
     grad_x = torch.empty_like(x) if need_input else nothing
     partials = x.new_zeros((row_blocks, neurons, 5)) if need_coeffs else nothing
+    # Only groups with a singular coefficient have gravitation neighbours.
     gravitation = need_coeffs and settings.gravitation
+    gravitation = gravitation and any(any(SUBSPACES[s].zero) for s, _ in plan)
     masked_g = torch.zeros_like(x) if gravitation else nothing
     try:
         for s, idx in plan:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import os
+import sys
 
 import torch
 
@@ -15,13 +15,21 @@ __all__ = ["deu", "BACKENDS"]
 BACKENDS = ("auto", "torch", "cpp", "triton")
 
 
-@functools.cache
+_TRITON_IMPORTS: dict[str, bool] = {}
+
+
 def _triton_imports() -> bool:
-    try:
-        import triton  # noqa: F401
-    except Exception:  # noqa: BLE001 - absent or broken: the Triton backend is off
-        return False
-    return True
+    """Whether triton imports (tried once; while torch.compile traces, never tried)."""
+    if "triton" not in _TRITON_IMPORTS:
+        if torch.compiler.is_compiling():
+            return "triton" in sys.modules
+        try:
+            import triton  # noqa: F401
+        except Exception:  # noqa: BLE001 - absent or broken: the Triton backend is off
+            _TRITON_IMPORTS["triton"] = False
+        else:
+            _TRITON_IMPORTS["triton"] = True
+    return _TRITON_IMPORTS["triton"]
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:

@@ -234,3 +234,45 @@ def test_a_kernel_that_fails_falls_back_to_pytorch_with_one_warning(monkeypatch)
         warnings.simplefilter("error")
         F.deu(x, coeffs, backend="triton")  # no second warning
     monkeypatch.setattr(_triton, "_state", {})  # for the fixture's check
+
+
+def test_the_operator_passes_opcheck_with_the_triton_backend():
+    from deu._autograd import deu_forward
+
+    coeffs = _population()
+    for x in (
+        torch.randn(3, len(coeffs), dtype=torch.float64),
+        torch.randn(2, len(coeffs), 3, dtype=torch.float64),
+    ):
+        args = (
+            x.requires_grad_(),
+            coeffs.clone().requires_grad_(),
+            1,
+            0.01,
+            3.0,
+            1000.0,
+            True,
+            "nearest",
+            "triton",
+        )
+        torch.library.opcheck(deu_forward, args)
+
+
+def test_torch_compile_traces_the_triton_backend_in_one_graph():
+    # aot_eager: Dynamo and AOTAutograd trace the operator (fullgraph: no graph
+    # break in the backend selection); inductor's C++ build would add a minute.
+    coeffs = _population().requires_grad_()
+
+    def loss(x):
+        return F.deu(x, coeffs, backend="triton").square().sum()
+
+    x = torch.randn(5, len(coeffs), dtype=torch.float64, requires_grad=True)
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    value = compiled(x)
+    value.backward()
+    grads = (x.grad.clone(), coeffs.grad.clone())
+    x.grad, coeffs.grad = None, None
+    reference = loss(x)
+    reference.backward()
+    assert torch.equal(value, reference)
+    assert torch.equal(grads[0], x.grad) and torch.equal(grads[1], coeffs.grad)
