@@ -24,7 +24,6 @@ triton is imported only when this module is: the runtime does not need it.
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import torch
@@ -287,8 +286,3 @@ def backward(
             x, coeffs, effective, masked_g, settings, groups
         )
     return grad_x, grad_coeffs
-
-
-def interpreter_requested() -> bool:
-    """Whether TRITON_INTERPRET=1 is set (the only way to run on CPU tensors)."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
