@@ -186,7 +186,10 @@ def _launch_plan(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings):
     rows = outer * inner
     all_neurons = torch.arange(neurons, device=x.device)
     plan = [(s, all_neurons if idx is None else idx) for s, idx in groups]
-    params = torch.tensor([settings.steepness, settings.max_value], dtype=x.dtype, device=x.device)
+    # Filled on the device (torch.tensor of a list would copy from the host and
+    # wait for the stream).
+    params = x.new_empty(2)
+    params[0], params[1] = settings.steepness, settings.max_value
     return effective.contiguous(), groups, plan, params, rows, neurons, inner
 
 
