@@ -4,6 +4,8 @@ computes what the generated PyTorch path computes."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -32,15 +34,16 @@ finally:
     else:
         os.environ["TRITON_INTERPRET"] = _saved
 
-pytestmark = pytest.mark.skipif(
-    not (_triton.INTERPRETED and isinstance(triton.language.standard.sum, InterpretedFunction)),
-    reason="triton or deu._triton was imported before this module, without TRITON_INTERPRET=1: "
-    "run this file on its own",
-)
+# False where triton was imported before this module without TRITON_INTERPRET
+# (torch imports it too, e.g. with torch._dynamo): then the last test runs this
+# file in a fresh process instead.
+IN_PROCESS = _triton.INTERPRETED and isinstance(triton.language.standard.sum, InterpretedFunction)
 
 
 @pytest.fixture(autouse=True)
-def interpreter(monkeypatch):
+def interpreter(request, monkeypatch):
+    if not IN_PROCESS and request.node.name != "test_this_file_passes_in_a_fresh_process":
+        pytest.skip("triton was imported without TRITON_INTERPRET=1: run in a fresh process")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     yield
     # A kernel that failed would have been replaced by the PyTorch path (with a
@@ -276,3 +279,43 @@ def test_torch_compile_traces_the_triton_backend_in_one_graph():
     reference.backward()
     assert torch.equal(value, reference)
     assert torch.equal(grads[0], x.grad) and torch.equal(grads[1], coeffs.grad)
+
+
+def test_without_triton_auto_uses_pytorch_on_a_gpu_and_triton_is_refused(monkeypatch):
+    monkeypatch.setitem(F._TRITON_IMPORTS, "triton", False)
+    assert F.resolve_backend("auto", torch.device("cuda", 0)) == "torch"
+    with pytest.raises(ValueError, match="needs the triton package"):
+        F.resolve_backend("triton", torch.device("cuda", 0))
+
+
+def test_the_runtime_works_where_triton_cannot_be_imported():
+    # sys.modules["triton"] = None makes `import triton` raise ImportError, as
+    # on a CPU-only install without it (torch itself imports triton if present).
+    script = (
+        "import sys; sys.modules['triton'] = None\n"
+        "import torch, deu\n"
+        "from deu import functional as F\n"
+        "m = deu.DEU(3, backend='torch'); x = torch.randn(2, 3, requires_grad=True)\n"
+        "m(x).sum().backward()\n"
+        "print(F.resolve_backend('auto', torch.device('cuda')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "torch"
+
+
+def test_this_file_passes_in_a_fresh_process():
+    if IN_PROCESS:
+        pytest.skip("the tests above ran in this process, under the interpreter")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
