@@ -26,11 +26,11 @@ from derive.spec import (
     CRITICAL,
     DIFF_VARIABLES,
     OVERDAMPED_SYMMETRIC,
-    CappedExp,
     Sigmoid,
     a,
     b,
     c,
+    capped,
     mu,
     nu,
     s,
@@ -121,14 +121,14 @@ def _critical_partials(critical: Solution) -> dict[str, sp.Expr]:
     for name, p in (("dy_da", a), ("dy_db", b), ("dy_dc", c)):
         chain = coefficient_partial(value, neighbour, p)
         limit = sp.factor_terms(sp.simplify(sp.limit(chain, nu, 0).subs(mu, r)))
-        partials[name] = limit.replace(sp.exp, CappedExp)
+        partials[name] = capped(limit)
     return partials
 
 
 def differentiate(solution: Solution) -> Derivation:
     subspace = solution.subspace
     # Differentiate what the generated code computes: capped exponentials.
-    value = solution.value.replace(sp.exp, CappedExp)
+    value = capped(solution.value)
     outputs = {"y": value}
     smoothed = []
     for name, variable in zip(OUTPUT_NAMES[1:], DIFF_VARIABLES, strict=True):

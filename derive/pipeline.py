@@ -22,7 +22,7 @@ from derive.differentiate import OUTPUT_NAMES, differentiate
 from derive.printer import Printer
 from derive.render import ROOT, inputs_hash, render
 from derive.solve import solve
-from derive.spec import EXP_CAP, EXP_FLOOR, SUBSPACES, Subspace, by_name, t
+from derive.spec import EXP_FLOOR, MAX_EXP_CAP, SUBSPACES, Subspace, by_name, t
 from derive.verify import check_denominators, verify
 
 GENERATED = ROOT / "generated"
@@ -188,7 +188,7 @@ def _context(backend: Backend, kernels: list[Kernel]) -> dict:
         return {"subspaces": [_report_context(k) for k in kernels]}
     return {
         "subspaces": [_code_context(k, backend.printer) for k in kernels],
-        "exp_cap": repr(float(EXP_CAP)),
+        "max_exp_cap": repr(float(MAX_EXP_CAP)),
         "exp_floor": repr(float(EXP_FLOOR)),
         "max_neuron_quantities": max(len(k.neuron.results) for k in kernels),
     }

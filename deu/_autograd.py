@@ -40,6 +40,8 @@ class Settings:
     dim: int
     epsilon: float
     steepness: float
+    # The cap on every exponent of the formulas (the kernels' max_exponent input).
+    max_exponent: float
     max_value: float
     gravitation: bool
     critical: str
@@ -76,9 +78,9 @@ def _take(x: torch.Tensor, dim: int, idx: torch.Tensor | None) -> torch.Tensor:
     return x if idx is None else x.index_select(dim, idx)
 
 
-def _neuron_quantities(subspace, coeffs: torch.Tensor, shape: list[int], steepness: float):
+def _neuron_quantities(subspace, coeffs: torch.Tensor, shape: list[int], settings: Settings):
     columns = [coeffs[:, j].reshape(shape) for j in range(5)]
-    return subspace.neuron(*columns, steepness)
+    return subspace.neuron(*columns, settings.steepness, settings.max_exponent)
 
 
 def _reduce(values: torch.Tensor, dim: int) -> torch.Tensor:
@@ -107,12 +109,13 @@ def _flat(x: torch.Tensor, dim: int) -> tuple[int, int, int]:
 
 
 def _kernel_arguments(x: torch.Tensor, settings: Settings) -> tuple:
-    """The fused kernel's (outer, neurons, inner, epsilon, steepness, max_value,
-    critical_paper), shared by its forward and backward."""
+    """The fused kernel's (outer, neurons, inner, epsilon, steepness, max_exponent,
+    max_value, critical_paper), shared by its forward and backward."""
     return (
         *_flat(x, settings.dim),
         settings.epsilon,
         settings.steepness,
+        settings.max_exponent,
         settings.max_value,
         settings.critical == "paper",
     )
@@ -130,14 +133,15 @@ def forward_values(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings) ->
     parts = []
     for s, idx in _groups(index, lambda bad: unclassified_error(coeffs, bad)):
         subspace = SUBSPACES[s]
-        k = _neuron_quantities(subspace, _take(effective, 0, idx), shape, settings.steepness)
+        k = _neuron_quantities(subspace, _take(effective, 0, idx), shape, settings)
         parts.append((idx, subspace.value(_take(x, settings.dim, idx), k)))
     return _assemble(parts, settings.dim).clamp(-settings.max_value, settings.max_value)
 
 
-def _evaluate_at(subspace, coeffs: torch.Tensor, t: torch.Tensor, steepness: float):
+def _evaluate_at(subspace, coeffs: torch.Tensor, t: torch.Tensor, settings: Settings):
     """(y, dy/dt) per neuron at one point t per neuron (all shapes (n,))."""
-    outputs = subspace.derivatives(t, subspace.neuron(*coeffs.unbind(1), steepness))
+    k = subspace.neuron(*coeffs.unbind(1), settings.steepness, settings.max_exponent)
+    outputs = subspace.derivatives(t, k)
     return outputs[0], outputs[1]
 
 
@@ -180,7 +184,7 @@ def _matched_initial_conditions(
     t_star: torch.Tensor,
     f: torch.Tensor,
     df: torch.Tensor,
-    steepness: float,
+    settings: Settings,
 ) -> torch.Tensor:
     """c1, c2 of the neighbour h so that h(t*) = f and h'(t*) = f' (a batched 2x2 solve).
 
@@ -193,7 +197,7 @@ def _matched_initial_conditions(
     def with_ic(c1: float, c2: float) -> tuple[torch.Tensor, torch.Tensor]:
         trial = coeffs.clone()
         trial[:, _C1], trial[:, _C2] = c1, c2
-        return _evaluate_at(neighbour, trial, t_star, steepness)
+        return _evaluate_at(neighbour, trial, t_star, settings)
 
     h0, dh0 = with_ic(0.0, 0.0)
     h1, dh1 = with_ic(1.0, 0.0)
@@ -227,7 +231,7 @@ def _neighbours(subspace, coeffs_raw, effective, t_star, settings, neurons):
     singular = [p for p, zero in zip((_A, _B, _C), subspace.zero, strict=True) if zero]
     if not singular:
         return
-    f, df = _evaluate_at(subspace, effective, t_star, settings.steepness)
+    f, df = _evaluate_at(subspace, effective, t_star, settings)
     for p in singular:
         moved = effective.clone()
         raw = coeffs_raw[:, p]
@@ -244,7 +248,7 @@ def _neighbours(subspace, coeffs_raw, effective, t_star, settings, neurons):
                 _take(t_star, 0, idx),
                 _take(f, 0, idx),
                 _take(df, 0, idx),
-                settings.steepness,
+                settings,
             )
             h_coeffs[:, _C1], h_coeffs[:, _C2] = initial[:, 0], initial[:, 1]
             yield p, s, idx, h_coeffs
@@ -282,7 +286,7 @@ def _gravitation(
         subspace, coeffs_raw, effective, t_star, settings, neurons
     ):
         neighbour = SUBSPACES[s]
-        k = _neuron_quantities(neighbour, h_coeffs, shape, settings.steepness)
+        k = _neuron_quantities(neighbour, h_coeffs, shape, settings)
         d = neighbour.derivatives(_take(x, dim, idx), k)[_OUTPUT_OF_COEFF[p]]
         if d is None:
             continue
@@ -317,7 +321,7 @@ def backward_values(
     for s, idx in _groups(index, lambda bad: unclassified_error(coeffs, bad)):
         subspace = SUBSPACES[s]
         group_coeffs = _take(effective, 0, idx)
-        k = _neuron_quantities(subspace, group_coeffs, shape, settings.steepness)
+        k = _neuron_quantities(subspace, group_coeffs, shape, settings)
         xs = _take(x, dim, idx)
         outputs = subspace.derivatives(xs, k)
         # The output clamp passes no gradient where it is active.
@@ -406,6 +410,7 @@ def deu_forward(
     dim: int,
     epsilon: float,
     steepness: float,
+    max_exponent: float,
     max_value: float,
     gravitation: bool,
     critical: str,
@@ -413,12 +418,14 @@ def deu_forward(
 ) -> torch.Tensor:
     if backend != "cpp":  # the fused kernel checks them itself, in one pass
         _check_finite(coeffs)
-    settings = Settings(dim, epsilon, steepness, max_value, gravitation, critical, backend)
+    settings = Settings(
+        dim, epsilon, steepness, max_exponent, max_value, gravitation, critical, backend
+    )
     return _in_layout_of(forward_values(x, coeffs, settings), x)
 
 
 @deu_forward.register_fake
-def _(x, coeffs, dim, epsilon, steepness, max_value, gravitation, critical, backend):
+def _(x, coeffs, dim, epsilon, steepness, max_exponent, max_value, gravitation, critical, backend):
     return torch.empty_like(x)
 
 
@@ -430,6 +437,7 @@ def deu_backward(
     dim: int,
     epsilon: float,
     steepness: float,
+    max_exponent: float,
     max_value: float,
     gravitation: bool,
     critical: str,
@@ -437,7 +445,9 @@ def deu_backward(
     need_input: bool,
     need_coeffs: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    settings = Settings(dim, epsilon, steepness, max_value, gravitation, critical, backend)
+    settings = Settings(
+        dim, epsilon, steepness, max_exponent, max_value, gravitation, critical, backend
+    )
     grad_x, grad_coeffs = backward_values(
         x, coeffs, grad_output.contiguous(), settings, need_input, need_coeffs
     )
@@ -455,6 +465,7 @@ def _(
     dim,
     epsilon,
     steepness,
+    max_exponent,
     max_value,
     gravitation,
     critical,

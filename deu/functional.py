@@ -5,11 +5,19 @@ from __future__ import annotations
 import torch
 
 from deu._autograd import deu_forward
+from deu._generated import MAX_EXP_CAP
 from deu._subspaces import CRITICAL_RULES
 
-__all__ = ["deu", "BACKENDS"]
+__all__ = ["deu", "BACKENDS", "DEFAULT_MAX_EXPONENT", "PAPER_MAX_EXPONENT"]
 
 BACKENDS = ("auto", "torch", "cpp")
+# The cap on every exponent of the closed forms. The paper's published code caps
+# at 14, against overflow only; then a homogeneous mode can grow by e^14 ~ 1.2e6
+# for t < 0, and so can y's gradients in the coefficients, which makes training
+# spike and diverge (EXPERIMENTS.md, stability). The default bounds every mode
+# by e^4 ~ 55, chosen by that experiment.
+DEFAULT_MAX_EXPONENT = 4.0
+PAPER_MAX_EXPONENT = 14.0
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -67,6 +75,10 @@ def _validate(x: torch.Tensor, coeffs: torch.Tensor, dim: int, settings: dict) -
         value = settings[name]
         if not (value > 0 and value < float("inf")):
             raise ValueError(f"{name} must be positive and finite, got {value}")
+    if not 0 < settings["max_exponent"] <= MAX_EXP_CAP:
+        raise ValueError(
+            f"max_exponent must be in (0, {MAX_EXP_CAP:g}], got {settings['max_exponent']}"
+        )
     if settings["critical"] not in CRITICAL_RULES:
         raise ValueError(f"critical must be one of {CRITICAL_RULES}, got {settings['critical']!r}")
     return dim
@@ -79,6 +91,7 @@ def deu(
     dim: int = 1,
     epsilon: float = 0.01,
     steepness: float = 100.0,
+    max_exponent: float = DEFAULT_MAX_EXPONENT,
     max_value: float = 1000.0,
     gravitation: bool = True,
     critical: str = "nearest",
@@ -98,6 +111,9 @@ def deu(
         epsilon: |a|, |b|, |c| below it count as zero; also the width of the
             critical-damping band |b^2 - 4ac| < epsilon.
         steepness: s of the sigmoid core sigmoid(s*t)/c used when a = b = 0.
+        max_exponent: every exponent of the closed forms is capped at it, so no
+            homogeneous mode grows beyond e^max_exponent (4: 55x). The paper's
+            code uses 14 (``PAPER_MAX_EXPONENT``); at most 80.
         max_value: the output is clamped to [-max_value, max_value].
         gravitation: outward gravitation, the paper's gradients for coefficients
             that sit in a singular subspace. With False those gradients are zero.
@@ -121,6 +137,7 @@ def deu(
     settings = dict(
         epsilon=float(epsilon),
         steepness=float(steepness),
+        max_exponent=float(max_exponent),
         max_value=float(max_value),
         gravitation=bool(gravitation),
         critical=critical,
@@ -136,6 +153,7 @@ def deu(
         dim,
         settings["epsilon"],
         settings["steepness"],
+        settings["max_exponent"],
         settings["max_value"],
         settings["gravitation"],
         settings["critical"],

@@ -44,10 +44,17 @@ class DEU(nn.Module):
             ``(num_neurons, 5)``.
         epsilon: coefficients with magnitude below it count as zero. Default: 0.01.
         steepness: s of the sigmoid core used when a = b = 0. Default: 100.
+        max_exponent: the cap on every exponent of the closed forms, so that no
+            homogeneous mode grows beyond e^max_exponent. Default: 4 (14 with
+            ``paper=True``, the paper's code).
         max_value: outputs are clamped to [-max_value, max_value]. Default: 1000.
         gravitation: the paper's outward gravitation for singular coefficients.
         critical: ``"nearest"`` or ``"paper"`` handling of the critical band.
+            Default: ``"nearest"`` (``"paper"`` with ``paper=True``).
         backend: ``"auto"``, ``"torch"`` or ``"cpp"``; see ``deu.functional.deu``.
+        paper: the paper's exact rules: its exponent cap of 14 and its critical
+            band rule a = c = |b|/2, unless ``max_exponent`` or ``critical`` are
+            given. The default model differs from the paper in exactly these two.
 
     Shape:
         - Input: :math:`(N, C, *)` with ``C = num_neurons`` (or any shape whose
@@ -74,10 +81,12 @@ class DEU(nn.Module):
         init: str | torch.Tensor = "random",
         epsilon: float = 0.01,
         steepness: float = 100.0,
+        max_exponent: float | None = None,
         max_value: float = 1000.0,
         gravitation: bool = True,
-        critical: str = "nearest",
+        critical: str | None = None,
         backend: str = "auto",
+        paper: bool = False,
         device=None,
         dtype=None,
     ) -> None:
@@ -96,9 +105,13 @@ class DEU(nn.Module):
         self.init = init if isinstance(init, str) else "tensor"
         self.epsilon = epsilon
         self.steepness = steepness
+        self.paper = bool(paper)
+        if max_exponent is None:
+            max_exponent = F.PAPER_MAX_EXPONENT if paper else F.DEFAULT_MAX_EXPONENT
+        self.max_exponent = float(max_exponent)
         self.max_value = max_value
         self.gravitation = gravitation
-        self.critical = critical
+        self.critical = critical if critical is not None else ("paper" if paper else "nearest")
         self.backend = backend
         self.coeffs = nn.Parameter(torch.empty(num_neurons, 5, device=device, dtype=dtype))
         self._init_tensor = init.detach().clone() if isinstance(init, torch.Tensor) else None
@@ -116,6 +129,8 @@ class DEU(nn.Module):
             else:
                 values, _ = PRESETS[self.init]
                 self.coeffs.copy_(torch.tensor(values).expand(self.num_neurons, 5))
+        # Where the coefficients started, for deu.health (not saved with the model).
+        self.register_buffer("initial_coeffs", self.coeffs.detach().clone(), persistent=False)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return F.deu(
@@ -124,6 +139,7 @@ class DEU(nn.Module):
             dim=self.dim,
             epsilon=self.epsilon,
             steepness=self.steepness,
+            max_exponent=self.max_exponent,
             max_value=self.max_value,
             gravitation=self.gravitation,
             critical=self.critical,
@@ -167,7 +183,10 @@ class DEU(nn.Module):
     def extra_repr(self) -> str:
         parts = [f"{self.num_neurons}", f"dim={self.dim}", f"init={self.init!r}"]
         parts += [f"epsilon={self.epsilon}", f"steepness={self.steepness}"]
-        parts += [f"max_value={self.max_value}", f"gravitation={self.gravitation}"]
+        parts += [f"max_exponent={self.max_exponent:g}", f"max_value={self.max_value}"]
+        parts.append(f"gravitation={self.gravitation}")
+        if self.paper:
+            parts.append("paper=True")
         if self.critical != "nearest":
             parts.append(f"critical={self.critical!r}")
         if self.backend != "auto":

@@ -12,10 +12,13 @@ from hypothesis import strategies as st
 
 import deu
 from deu import functional as F
-from deu._autograd import _evaluate_at, _matched_initial_conditions
+from deu._autograd import Settings, _evaluate_at, _matched_initial_conditions
 from deu._subspaces import classify
 
 EPS = 0.01
+# The runtime settings the tests of the gravitation helpers evaluate with (the
+# paper's cap of 14, as the expected values below assume).
+SETTINGS = Settings(1, EPS, 100.0, 14.0, 1000.0, True, "nearest")
 NAMES = [s.name for s in SUBSPACES]
 
 # Coefficients well inside each subspace (a, b, c); c1, c2 are drawn per test.
@@ -231,15 +234,15 @@ def test_the_gravitation_neighbour_matches_value_and_slope_at_t_star(coeffs, p):
     effective, index = classify(f_coeffs, EPS)
     f_sub = SUBSPACES[index.item()]
     t_star = torch.tensor([0.4], dtype=torch.float64)
-    f, df = _evaluate_at(f_sub, effective, t_star, 100.0)
+    f, df = _evaluate_at(f_sub, effective, t_star, SETTINGS)
     moved = effective.clone()
     moved[:, p] = EPS
     moved_eff, h_index = classify(moved, EPS)
     h_sub = SUBSPACES[h_index.item()]
     assert h_sub.order == 2
-    ic = _matched_initial_conditions(h_sub, moved_eff, t_star, f, df, 100.0)
+    ic = _matched_initial_conditions(h_sub, moved_eff, t_star, f, df, SETTINGS)
     moved_eff[:, 3:] = ic
-    h, dh = _evaluate_at(h_sub, moved_eff, t_star, 100.0)
+    h, dh = _evaluate_at(h_sub, moved_eff, t_star, SETTINGS)
     assert h.item() == pytest.approx(f.item(), rel=1e-8, abs=1e-10)
     assert dh.item() == pytest.approx(df.item(), rel=1e-8, abs=1e-10)
 
@@ -249,14 +252,14 @@ def test_a_first_order_neighbour_matches_the_value():
     f_coeffs = torch.tensor([[0.0, 0.0, 1.5, 0.0, 0.0]], dtype=torch.float64)
     effective, index = classify(f_coeffs, EPS)
     t_star = torch.tensor([0.02], dtype=torch.float64)
-    f, df = _evaluate_at(SUBSPACES[index.item()], effective, t_star, 100.0)
+    f, df = _evaluate_at(SUBSPACES[index.item()], effective, t_star, SETTINGS)
     moved = effective.clone()
     moved[:, 1] = EPS
     moved_eff, h_index = classify(moved, EPS)
     h_sub = SUBSPACES[h_index.item()]
     assert h_sub.order == 1
-    moved_eff[:, 3:] = _matched_initial_conditions(h_sub, moved_eff, t_star, f, df, 100.0)
-    h, _ = _evaluate_at(h_sub, moved_eff, t_star, 100.0)
+    moved_eff[:, 3:] = _matched_initial_conditions(h_sub, moved_eff, t_star, f, df, SETTINGS)
+    h, _ = _evaluate_at(h_sub, moved_eff, t_star, SETTINGS)
     assert h.item() == pytest.approx(f.item(), rel=1e-8)
 
 
@@ -515,11 +518,16 @@ def test_float32_neurons_at_the_critical_band_edge_stay_finite():
     [(0.0, 1.0, 1.0, 1e-2, 0.0), (1.0, 0.0, -1.0, 0.2, 0.1), (1.0, 0.5, 0.02, 0.1, 0.3)],
 )
 @pytest.mark.parametrize("backend", ["torch", "auto"])
-def test_gradients_are_those_of_the_capped_function_where_the_cap_is_active(coeffs, backend):
-    """Inputs far enough out that exp's argument exceeds EXP_CAP: gradcheck still holds."""
+@pytest.mark.parametrize("max_exponent", [14.0, 4.0])
+def test_gradients_are_those_of_the_capped_function_where_the_cap_is_active(
+    coeffs, backend, max_exponent
+):
+    """Inputs far enough out that exp's argument exceeds the cap: gradcheck still holds."""
     c = torch.tensor([coeffs], dtype=torch.float64, requires_grad=True)
     x = torch.tensor([[-20.0], [-17.5], [16.0], [19.0]], dtype=torch.float64, requires_grad=True)
-    fn = lambda x, c: F.deu(x, c, gravitation=False, max_value=1e12, backend=backend)  # noqa: E731
+    fn = lambda x, c: F.deu(  # noqa: E731
+        x, c, gravitation=False, max_value=1e12, max_exponent=max_exponent, backend=backend
+    )
     assert torch.autograd.gradcheck(fn, (x, c), eps=1e-6, atol=1e-5, rtol=1e-6)
 
 
