@@ -538,3 +538,116 @@ def test_decayed_modes_give_no_subnormal_floats():
     y = F.deu(x, coeffs)
     tiny = torch.finfo(torch.float32).tiny
     assert ((y == 0) | (y.abs() >= tiny)).all(), y.abs().min()
+
+
+# --------------------------------------------------------------------------
+# The exponent cap (max_exponent), the paper's rules, deu.health
+# --------------------------------------------------------------------------
+
+
+def _capped_overdamped_homogeneous(t, a, b, c, c1, c2, cap):
+    """y for t < 0 of an overdamped neuron, written out here: the modes
+    e^{r1 t}, e^{r2 t} of a r^2 + b r + c = 0, each exponent clamped to cap."""
+    disc = math.sqrt(b * b - 4 * a * c)
+    r1, r2 = (-b - disc) / (2 * a), (-b + disc) / (2 * a)
+    e1 = torch.exp(torch.clamp(r1 * t, max=cap))
+    e2 = torch.exp(torch.clamp(r2 * t, max=cap))
+    # y(0) = c1 and y'(0) = c2: A + B = c1, r1 A + r2 B = c2.
+    big_a = (c2 - r2 * c1) / (r1 - r2)
+    return big_a * e1 + (c1 - big_a) * e2
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+@pytest.mark.parametrize("cap", [2.0, 4.0, 14.0])
+def test_max_exponent_caps_each_homogeneous_mode(backend, cap):
+    """a = 0.05, b = 0.8, c = 0.4: the fast mode grows like e^{15.5 |t|} for t < 0.
+    Its exponent is clamped at max_exponent, mode by mode (an independent formula)."""
+    a, b, c, c1, c2 = 0.05, 0.8, 0.4, 0.7, -0.3
+    t = torch.linspace(-6.0, -0.01, 200, dtype=torch.float64).reshape(-1, 1)
+    coeffs = torch.tensor([[a, b, c, c1, c2]], dtype=torch.float64)
+    y = F.deu(t, coeffs, max_exponent=cap, max_value=1e12, backend=backend)
+    expected = _capped_overdamped_homogeneous(t, a, b, c, c1, c2, cap)
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+    # The bound the cap promises: |y| <= (|A| + |B|) e^cap.
+    assert y.abs().max() <= (abs(c1) + 2 * abs(c2) + 10) * math.exp(cap)
+
+
+def test_max_exponent_bounds_the_coefficient_gradients_for_t_below_zero():
+    """The issue's example: mean c1/c2 gradient of mean(y) over standard-normal
+    inputs at a = 0.05, b = 0.8, c = 0.4 is ~1e4 with the paper's cap (14) and
+    at most e^4 with the default (4)."""
+    torch.manual_seed(0)
+    x = torch.randn(4096, 1, dtype=torch.float64)
+    grads = {}
+    for cap in (14.0, 4.0):
+        coeffs = torch.tensor([[0.05, 0.8, 0.4, 0.0, 0.0]], dtype=torch.float64)
+        coeffs.requires_grad_()
+        F.deu(x, coeffs, max_exponent=cap).mean().backward()
+        grads[cap] = coeffs.grad[0, 3:].abs()
+    assert (grads[14.0] > 1e3).all(), grads[14.0]
+    assert (grads[4.0] <= math.exp(4.0)).all(), grads[4.0]
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, 80.5, float("nan"), float("inf")])
+def test_max_exponent_out_of_range_is_a_clear_error(bad):
+    x = torch.randn(3, 2)
+    with pytest.raises(ValueError, match=r"max_exponent must be in \(0, 80\], got"):
+        F.deu(x, torch.zeros(2, 5) + 0.5, max_exponent=bad)
+    with pytest.raises(ValueError, match="max_exponent must be in"):
+        deu.DEU(2, max_exponent=bad)(x)
+
+
+def test_paper_true_is_the_papers_cap_and_critical_rule_unless_overridden():
+    default, paper = deu.DEU(3), deu.DEU(3, paper=True)
+    assert (default.max_exponent, default.critical) == (F.DEFAULT_MAX_EXPONENT, "nearest")
+    assert (paper.max_exponent, paper.critical) == (14.0, "paper")
+    assert "paper=True" in repr(paper) and "max_exponent=14" in repr(paper)
+    override = deu.DEU(3, paper=True, max_exponent=6.0, critical="nearest")
+    assert (override.max_exponent, override.critical) == (6.0, "nearest")
+    # The paper's model computes F.deu with exactly those settings.
+    torch.manual_seed(1)
+    x = 3 * torch.randn(64, 3, dtype=torch.float64)
+    layer = deu.DEU(3, paper=True).double()
+    expected = F.deu(x, layer.coeffs, max_exponent=14.0, critical="paper")
+    assert torch.equal(layer(x), expected)
+
+
+def test_health_reports_subspaces_movement_gradients_and_clamped_outputs():
+    torch.manual_seed(0)
+    layer = deu.DEU(3, init=torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0]] * 2 + [[1.0, 0, 1, 0, 0]]))
+    layer.max_value = 1.5  # the ramps exceed it for t > 1.5
+    model = torch.nn.Sequential(torch.nn.Identity(), layer)
+    x = torch.linspace(-3, 3, 601).reshape(-1, 1).expand(601, 3).contiguous()
+    report = deu.health(model, x)
+    assert len(report) == 1
+    layer_report = report[0]
+    assert layer_report.name == "1"
+    assert layer_report.subspaces == {"a0_b_c0": 2, "a_b0_c_pos": 1}
+    assert layer_report.grad_norm is None
+    assert all(v == 0 for v in layer_report.moved.values())
+    # Ramps at the clamp where t >= 1.5 (151 of the 601 points, 2 of 3 neurons);
+    # the oscillator 1 - cos t reaches 1.5 for t >= 2.0944 (91 points). The
+    # fraction is a float32 mean: 1e-6 relative.
+    assert layer_report.clamped == pytest.approx((2 * 151 + 91) / (3 * 601), rel=1e-6)
+    model(x).sum().backward()
+    with torch.no_grad():
+        layer.coeffs[:, 3] += 0.25
+    report = deu.health(model)
+    assert report[0].clamped is None
+    assert report[0].moved["c1"] == pytest.approx(0.25)
+    assert report[0].moved["a"] == 0
+    expected_norm = layer.coeffs.grad.norm(dim=0)
+    for j, name in enumerate(("a", "b", "c", "c1", "c2")):
+        assert report[0].grad_norm[name] == pytest.approx(expected_norm[j].item())
+    assert "a0_b_c0 2" in str(report)
+
+
+def test_health_finds_lazy_layers_and_says_when_there_are_none():
+    model = deu.replace_activations(
+        torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU()), init="relu"
+    )
+    model(torch.randn(5, 2))
+    assert deu.health(model)[0].subspaces == {"a0_b_c0": 4}
+    assert str(deu.health(torch.nn.Linear(2, 2))) == "no DEU layers"
+    with pytest.raises(TypeError, match="model must be an nn.Module, got int"):
+        deu.health(3)

@@ -177,7 +177,13 @@ def train_run(
         for start in range(0, n, task.batch_size):
             index = order[start : start + task.batch_size]
             optim.zero_grad()
-            loss = _loss(task, model(task.x_train[index]), task.y_train[index])
+            try:
+                loss = _loss(task, model(task.x_train[index]), task.y_train[index])
+            except ValueError:
+                # A DEU refuses coefficients that have diverged (non-finite, or so
+                # large that b^2 - 4ac overflows): the run has diverged.
+                finite = False
+                break
             if not torch.isfinite(loss):
                 finite = False
                 break
@@ -190,7 +196,10 @@ def train_run(
             step += 1
         if not finite:
             break
-    metric = _metric(task, model) if finite else math.nan
+    try:
+        metric = _metric(task, model) if finite else math.nan
+    except ValueError:  # the last step made the coefficients diverge
+        finite, metric = False, math.nan
     if finite and not math.isfinite(metric):
         finite = False
     initial = losses[0] if losses else math.nan
