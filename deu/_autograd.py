@@ -11,11 +11,18 @@ per-element is saved), then
 
 Outward gravitation (the paper's "escape" from a singular subspace): for a
 neuron with |p| < epsilon for p in (a, b, c), y does not depend on p, so its
-gradient in p would be zero forever.  With gravitation the gradient in p is
-taken from the nearest neighbour h that is not singular in p: p = epsilon*sign(p)
-(epsilon where p == 0), the other coefficients kept, and h's initial conditions
-chosen so that h(t*) = f(t*) and h'(t*) = f'(t*) at t* = the mean of the
-neuron's inputs in the batch (value only, where h is of first order).
+gradient in p would be zero forever.  Two rules give it one:
+
+* "derived" (the default): the generated kernels' dy/dp output in that
+  subspace, z_p, the first-order change of the solution with p's term added
+  to the ODE (derive/gravitation.py): the exact derivative at p = 0 where
+  that keeps the ODE's order, the outer perturbation term where it raises it.
+  Computed in the same pass as the other gradients.
+* "neighbour" (the paper's): the gradient in p of the nearest neighbour h that
+  is not singular in p: p = epsilon*sign(p) (epsilon where p == 0), the other
+  coefficients kept, and h's initial conditions chosen so that h(t*) = f(t*)
+  and h'(t*) = f'(t*) at t* = the mean of the neuron's inputs in the batch
+  (value only, where h is of first order).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from deu._subspaces import classify, unclassified_error, unclassified_neighbour_
 # (output 0 is y, output 1 is dy/dt).
 _A, _B, _C, _C1, _C2 = range(5)
 _OUTPUT_OF_COEFF = (2, 3, 4, 5, 6)
+# The gravitation rules (Settings.gravitation), "off" for none.
+GRAVITATION_RULES = ("derived", "neighbour")
 
 
 @dataclass(frozen=True)
@@ -43,7 +52,8 @@ class Settings:
     # The cap on every exponent of the formulas (the kernels' max_exponent input).
     max_exponent: float
     max_value: float
-    gravitation: bool
+    # "derived", "neighbour" or "off" (see the module docstring).
+    gravitation: str
     critical: str
     # "torch" (the generated PyTorch kernels) or "cpp" (the fused CPU kernel).
     backend: str = "torch"
@@ -330,12 +340,16 @@ def backward_values(
             input_parts.append((idx, gs * outputs[1]))
         if not need_coeffs:
             continue
+        # In a subspace where p is zero, its output is the derived gravitation term.
+        keep = [
+            settings.gravitation == "derived" or j >= 3 or not subspace.zero[j] for j in range(5)
+        ]
         columns = [
-            _reduce(gs * d, dim) if d is not None else torch.zeros_like(group_coeffs[:, 0])
-            for d in (outputs[o] for o in _OUTPUT_OF_COEFF)
+            _reduce(gs * d, dim) if d is not None and kept else torch.zeros_like(group_coeffs[:, 0])
+            for d, kept in zip((outputs[o] for o in _OUTPUT_OF_COEFF), keep, strict=True)
         ]
         group_grad = torch.stack(columns, dim=1)
-        if settings.gravitation:
+        if settings.gravitation == "neighbour":
             group_grad = group_grad + _gravitation(
                 subspace, _take(coeffs, 0, idx), group_coeffs, xs, gs, settings, idx
             )
@@ -367,7 +381,8 @@ def _fused_backward(x, coeffs, g, settings, need_input, need_coeffs):
         g.contiguous(),
         coeffs.contiguous(),
         *_kernel_arguments(x, settings),
-        settings.gravitation,
+        settings.gravitation == "neighbour",
+        settings.gravitation == "derived",
         need_input,
         need_coeffs,
     )
@@ -412,7 +427,7 @@ def deu_forward(
     steepness: float,
     max_exponent: float,
     max_value: float,
-    gravitation: bool,
+    gravitation: str,
     critical: str,
     backend: str,
 ) -> torch.Tensor:
@@ -439,7 +454,7 @@ def deu_backward(
     steepness: float,
     max_exponent: float,
     max_value: float,
-    gravitation: bool,
+    gravitation: str,
     critical: str,
     backend: str,
     need_input: bool,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from deu._autograd import deu_forward
+from deu._autograd import GRAVITATION_RULES, deu_forward
 from deu._generated import MAX_EXP_CAP
 from deu._subspaces import CRITICAL_RULES
 
-__all__ = ["deu", "BACKENDS", "DEFAULT_MAX_EXPONENT", "PAPER_MAX_EXPONENT"]
+__all__ = ["deu", "BACKENDS", "DEFAULT_MAX_EXPONENT", "GRAVITATION_RULES", "PAPER_MAX_EXPONENT"]
 
 BACKENDS = ("auto", "torch", "cpp")
 # The cap on every exponent of the closed forms. The paper's published code caps
@@ -44,6 +44,19 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if torch.compiler.is_compiling():
         return "cpp" if _cpp.loaded() else "torch"
     return "cpp" if _cpp.available() else "torch"
+
+
+def gravitation_rule(gravitation: bool | str) -> str:
+    """The rule for ``gravitation``: True is "derived", False is "off"."""
+    if gravitation is True:
+        return "derived"
+    if gravitation is False:
+        return "off"
+    if gravitation in GRAVITATION_RULES:
+        return str(gravitation)
+    raise ValueError(
+        f"gravitation must be True, False or one of {GRAVITATION_RULES}, got {gravitation!r}"
+    )
 
 
 def _validate(x: torch.Tensor, coeffs: torch.Tensor, dim: int, settings: dict) -> int:
@@ -93,7 +106,7 @@ def deu(
     steepness: float = 100.0,
     max_exponent: float = DEFAULT_MAX_EXPONENT,
     max_value: float = 1000.0,
-    gravitation: bool = True,
+    gravitation: bool | str = True,
     critical: str = "nearest",
     backend: str = "auto",
 ) -> torch.Tensor:
@@ -115,8 +128,14 @@ def deu(
             homogeneous mode grows beyond e^max_exponent (4: 55x). The paper's
             code uses 14 (``PAPER_MAX_EXPONENT``); at most 80.
         max_value: the output is clamped to [-max_value, max_value].
-        gravitation: outward gravitation, the paper's gradients for coefficients
-            that sit in a singular subspace. With False those gradients are zero.
+        gravitation: outward gravitation, a gradient for a coefficient that sits
+            in a singular subspace (|p| < epsilon, so y does not depend on it).
+            True or "derived": the derived term of ``generated/SOLUTIONS.md``, the
+            first-order change of y with p's term added to the ODE (the exact
+            dy/dp at p = 0 where the order stays, the outer perturbation term
+            where it rises). "neighbour": the paper's, the gradient of the
+            nearest non-singular ODE matched in value and slope at the mean
+            input. False: those gradients are zero.
         critical: "nearest" (c = b^2/(4a) inside the band) or "paper"
             (a = |b|/2*sign(a), c = |b|/2*sign(c), to reproduce the paper).
         backend: "auto" (default: the fused CPU kernel on the CPU, built at first
@@ -139,7 +158,7 @@ def deu(
         steepness=float(steepness),
         max_exponent=float(max_exponent),
         max_value=float(max_value),
-        gravitation=bool(gravitation),
+        gravitation=gravitation_rule(gravitation),
         critical=critical,
     )
     dim = _validate(x, coeffs, dim, settings)

@@ -48,13 +48,16 @@ class DEU(nn.Module):
             homogeneous mode grows beyond e^max_exponent. Default: 4 (14 with
             ``paper=True``, the paper's code).
         max_value: outputs are clamped to [-max_value, max_value]. Default: 1000.
-        gravitation: the paper's outward gravitation for singular coefficients.
+        gravitation: outward gravitation, a gradient for coefficients below
+            epsilon: True or ``"derived"`` (default), ``"neighbour"`` (the paper's,
+            the default with ``paper=True``) or False; see ``deu.functional.deu``.
         critical: ``"nearest"`` or ``"paper"`` handling of the critical band.
             Default: ``"nearest"`` (``"paper"`` with ``paper=True``).
         backend: ``"auto"``, ``"torch"`` or ``"cpp"``; see ``deu.functional.deu``.
-        paper: the paper's exact rules: its exponent cap of 14 and its critical
-            band rule a = c = |b|/2, unless ``max_exponent`` or ``critical`` are
-            given. The default model differs from the paper in exactly these two.
+        paper: the paper's exact rules: its exponent cap of 14, its critical
+            band rule a = c = |b|/2 and its neighbour gravitation, unless
+            ``max_exponent``, ``critical`` or ``gravitation`` are given. The
+            default model differs from the paper in exactly these three.
 
     Shape:
         - Input: :math:`(N, C, *)` with ``C = num_neurons`` (or any shape whose
@@ -83,7 +86,7 @@ class DEU(nn.Module):
         steepness: float = 100.0,
         max_exponent: float | None = None,
         max_value: float = 1000.0,
-        gravitation: bool = True,
+        gravitation: bool | str | None = None,
         critical: str | None = None,
         backend: str = "auto",
         paper: bool = False,
@@ -110,6 +113,9 @@ class DEU(nn.Module):
             max_exponent = F.PAPER_MAX_EXPONENT if paper else F.DEFAULT_MAX_EXPONENT
         self.max_exponent = float(max_exponent)
         self.max_value = max_value
+        if gravitation is None:
+            gravitation = "neighbour" if paper else True
+        F.gravitation_rule(gravitation)  # a clear error now rather than at the first call
         self.gravitation = gravitation
         self.critical = critical if critical is not None else ("paper" if paper else "nearest")
         self.backend = backend
@@ -184,7 +190,7 @@ class DEU(nn.Module):
         parts = [f"{self.num_neurons}", f"dim={self.dim}", f"init={self.init!r}"]
         parts += [f"epsilon={self.epsilon}", f"steepness={self.steepness}"]
         parts += [f"max_exponent={self.max_exponent:g}", f"max_value={self.max_value}"]
-        parts.append(f"gravitation={self.gravitation}")
+        parts.append(f"gravitation={self.gravitation!r}")
         if self.paper:
             parts.append("paper=True")
         if self.critical != "nearest":
