@@ -178,7 +178,11 @@ def masked_every_subspace(x: torch.Tensor, coeffs: torch.Tensor, *, dim: int = 1
             (*INSIDE_POINTS[subspace.name], 0.0, 0.0), dtype=coeffs.dtype, device=coeffs.device
         )
         lanes = torch.where(mask.unsqueeze(1), effective, inside)
-        k = subspace.neuron(*(lanes[:, j].reshape(shape) for j in range(5)), DEFAULTS["steepness"], DEFAULTS["max_exponent"])
+        k = subspace.neuron(
+            *(lanes[:, j].reshape(shape) for j in range(5)),
+            DEFAULTS["steepness"],
+            DEFAULTS["max_exponent"],
+        )
         output = output + mask.to(x.dtype).reshape(shape) * subspace.value(x, k)
     return _clamp(output)
 

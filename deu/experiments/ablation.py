@@ -21,6 +21,7 @@ from deu import functional as F
 from deu.experiments._common import write_table
 from deu.experiments.stability import SEEDS, grid, per_setting_table, summary_table, tasks
 
+
 class ScaledCoefficients(nn.Module):
     """A default DEU whose coefficients are ``scale * raw``, ``raw`` the parameter:
     an optimiser's step in raw moves the coefficients ``scale`` times as far

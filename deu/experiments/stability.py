@@ -341,7 +341,12 @@ def diagnosis(task: Task, variants: dict[str, Callable[[int], nn.Module]], steps
                     counts[subspace] = counts.get(subspace, 0) + number
             trace["occupancy"].append(counts)
 
-        short = Task(**{**task.__dict__, "epochs": max(1, math.ceil(steps * task.batch_size / len(task.x_train)))})
+        short = Task(
+            **{
+                **task.__dict__,
+                "epochs": max(1, math.ceil(steps * task.batch_size / len(task.x_train))),
+            }
+        )
         train_run(short, activation, "Adam", 1e-3, seed, monitor=monitor)
         traces[name] = trace
     return traces
@@ -366,9 +371,9 @@ def diagnosis_table(traces: dict) -> list[dict]:
                     "coefficient": coefficient,
                     "largest |grad|": _fmt(entries[0][0]) if entries else "-",
                     "in subspace": entries[0][1] if entries else "-",
-                    "runner-up": f"{_fmt(entries[1][0])} ({entries[1][1]})"
-                    if len(entries) > 1
-                    else "-",
+                    "runner-up": (
+                        f"{_fmt(entries[1][0])} ({entries[1][1]})" if len(entries) > 1 else "-"
+                    ),
                 }
             )
     return rows
