@@ -162,10 +162,8 @@ def differentiate(solution: Solution, gravitation: tuple = ()) -> Derivation:
             )
         outputs[term.output] = capped(term.value)
     if gravitation:
-        kinds = ", ".join(
-            f"{term.output} ({'outer perturbation term' if term.raises_order else 'exact dy/dp at 0'})"
-            for term in gravitation
-        )
+        kind = {True: "outer perturbation term", False: "exact dy/dp at 0"}
+        kinds = ", ".join(f"{term.output} ({kind[term.raises_order]})" for term in gravitation)
         notes.append(
             f"Gravitation: {kinds} solve the ODE with that coefficient's term added to "
             "first order, L z = -D^k y with zero initial conditions (derive/gravitation.py); "

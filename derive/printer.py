@@ -2,8 +2,9 @@
 
 The printer knows a short list of nodes.  Anything else raises PrinterError
 naming the expression; there is no fallback.  Numerically safe forms are part
-of the printing: every exponential goes through a capped helper (its floor is the
-generated constant EXP_FLOOR, its cap the kernels' max_exponent input), and u(t) prints as a step helper with u(0) = 0.
+of the printing: every exponential goes through a capped helper (its floor is
+the generated constant EXP_FLOOR, its cap the kernels' max_exponent input), and
+u(t) prints as a step helper with u(0) = 0.
 A backend changes the spelling of functions, not the rules.
 """
 
