@@ -91,7 +91,8 @@ def test_fit_quick(tmp_path: Path) -> None:
     assert numbers["hidden_units"][:4] == [30, 30, 250, 250]
     # 1->30 linear, 30 DEUs of 5 coefficients, 30->1 linear
     assert numbers["parameters"][0] == 60 + 150 + 31
-    assert numbers["parameters"][1] == 500 + 251
+    assert numbers["parameters"][1] == 60 + 150 + 31
+    assert numbers["parameters"][2] == 500 + 251
     runs = _numbers(_read_csv(tmp_path / "fit_runs.csv"))
     assert all(v >= 0.0 for v in runs["train_mse"] + runs["grid_mse"])
     for name in (
