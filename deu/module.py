@@ -9,7 +9,14 @@ from deu import functional as F
 from deu._generated import SUBSPACES
 from deu._subspaces import check_classified, classify
 
-__all__ = ["DEU", "PRESETS"]
+__all__ = ["DEU", "PRESETS", "DEFAULT_COEFFICIENT_SCALE"]
+
+# The coefficients are DEFAULT_COEFFICIENT_SCALE * weight, the learnable
+# parameter: an optimiser's step moves them 0.1x as far as an ordinary weight
+# under Adam (0.01x under SGD, whose step follows the gradient). Chosen by the
+# ablation experiment: with 1 (the paper's, which trains the coefficients like
+# biases) SGD with momentum at lr >= 0.03 makes DEU networks diverge.
+DEFAULT_COEFFICIENT_SCALE = 0.1
 
 # Named initialisations: (a, b, c, c1, c2) for every neuron, and what they give.
 PRESETS: dict[str, tuple[tuple[float, float, float, float, float], str]] = {
@@ -54,10 +61,16 @@ class DEU(nn.Module):
         critical: ``"nearest"`` or ``"paper"`` handling of the critical band.
             Default: ``"nearest"`` (``"paper"`` with ``paper=True``).
         backend: ``"auto"``, ``"torch"`` or ``"cpp"``; see ``deu.functional.deu``.
+        coefficient_scale: the coefficients are ``coefficient_scale * weight``,
+            where ``weight`` is the learnable parameter, so an optimiser moves
+            them at this fraction of its step for ordinary weights (an
+            equalised learning rate; no parameter groups needed). Default: 0.1
+            (1, the paper's, with ``paper=True``).
         paper: the paper's exact rules: its exponent cap of 14, its critical
-            band rule a = c = |b|/2 and its neighbour gravitation, unless
-            ``max_exponent``, ``critical`` or ``gravitation`` are given. The
-            default model differs from the paper in exactly these three.
+            band rule a = c = |b|/2, its neighbour gravitation and its
+            coefficients trained like biases (scale 1), unless ``max_exponent``,
+            ``critical``, ``gravitation`` or ``coefficient_scale`` are given. The
+            default model differs from the paper in exactly these four.
 
     Shape:
         - Input: :math:`(N, C, *)` with ``C = num_neurons`` (or any shape whose
@@ -65,8 +78,11 @@ class DEU(nn.Module):
         - Output: same shape as the input.
 
     Attributes:
-        coeffs: the learnable ``(num_neurons, 5)`` coefficients, columns
-            (a, b, c, c1, c2).
+        weight: the learnable ``(num_neurons, 5)`` parameter.
+        coeffs: the coefficients ``coefficient_scale * weight``, columns (a, b,
+            c, c1, c2): a differentiable tensor computed from ``weight``. Set
+            them by assigning (``layer.coeffs = tensor``); an in-place change of
+            the returned tensor does not reach ``weight``.
 
     Examples::
 
@@ -89,6 +105,7 @@ class DEU(nn.Module):
         gravitation: bool | str | None = None,
         critical: str | None = None,
         backend: str = "auto",
+        coefficient_scale: float | None = None,
         paper: bool = False,
         device=None,
         dtype=None,
@@ -119,24 +136,49 @@ class DEU(nn.Module):
         self.gravitation = gravitation
         self.critical = critical if critical is not None else ("paper" if paper else "nearest")
         self.backend = backend
-        self.coeffs = nn.Parameter(torch.empty(num_neurons, 5, device=device, dtype=dtype))
+        if coefficient_scale is None:
+            coefficient_scale = 1.0 if paper else DEFAULT_COEFFICIENT_SCALE
+        if not 0 < coefficient_scale < float("inf"):
+            raise ValueError(
+                f"coefficient_scale must be positive and finite, got {coefficient_scale}"
+            )
+        self.coefficient_scale = float(coefficient_scale)
+        self.weight = nn.Parameter(torch.empty(num_neurons, 5, device=device, dtype=dtype))
         self._init_tensor = init.detach().clone() if isinstance(init, torch.Tensor) else None
         self.reset_parameters()
 
+    @property
+    def coeffs(self) -> torch.Tensor:
+        """The ODE coefficients (a, b, c, c1, c2) per neuron: coefficient_scale * weight."""
+        return self.weight * self.coefficient_scale
+
+    @coeffs.setter
+    def coeffs(self, value: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.weight.copy_(torch.as_tensor(value) / self.coefficient_scale)
+
     def reset_parameters(self) -> None:
         with torch.no_grad():
+            coeffs = torch.zeros(self.weight.shape, dtype=self.weight.dtype)
             if self._init_tensor is not None:
-                self.coeffs.copy_(self._init_tensor)
+                coeffs.copy_(self._init_tensor)
             elif self.init == "random":
                 # a, b, c in (0, 1), strictly positive; c1 = c2 = 0.
-                tiny = torch.finfo(self.coeffs.dtype).tiny
-                self.coeffs.zero_()
-                self.coeffs[:, :3].uniform_(0.0, 1.0).clamp_(min=tiny)
+                tiny = torch.finfo(coeffs.dtype).tiny
+                coeffs[:, :3].uniform_(0.0, 1.0).clamp_(min=tiny)
             else:
                 values, _ = PRESETS[self.init]
-                self.coeffs.copy_(torch.tensor(values).expand(self.num_neurons, 5))
+                coeffs.copy_(torch.tensor(values).expand(self.num_neurons, 5))
+            self.coeffs = coeffs
         # Where the coefficients started, for deu.health (not saved with the model).
         self.register_buffer("initial_coeffs", self.coeffs.detach().clone(), persistent=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints from before the coefficient scale stored the coefficients.
+        old, new = prefix + "coeffs", prefix + "weight"
+        if old in state_dict and new not in state_dict:
+            state_dict[new] = state_dict.pop(old) / self.coefficient_scale
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return F.deu(
@@ -191,6 +233,7 @@ class DEU(nn.Module):
         parts += [f"epsilon={self.epsilon}", f"steepness={self.steepness}"]
         parts += [f"max_exponent={self.max_exponent:g}", f"max_value={self.max_value}"]
         parts.append(f"gravitation={self.gravitation!r}")
+        parts.append(f"coefficient_scale={self.coefficient_scale:g}")
         if self.paper:
             parts.append("paper=True")
         if self.critical != "nearest":

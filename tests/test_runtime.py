@@ -310,7 +310,7 @@ def test_state_dict_round_trip_and_dtype_conversion():
     clone.load_state_dict(model.state_dict())
     x = torch.randn(4, 3)
     assert torch.equal(model(x), clone(x))
-    assert set(model.state_dict()) == {"0.weight", "0.bias", "1.coeffs"}
+    assert set(model.state_dict()) == {"0.weight", "0.bias", "1.weight"}
     double = model.double()
     assert double[1].coeffs.dtype == torch.float64
     assert double(x.double()).dtype == torch.float64
@@ -326,7 +326,7 @@ def test_half_precision_is_computed_in_float32_and_returned_in_its_dtype(dtype):
     assert y.dtype == dtype
     assert torch.allclose(y.float(), layer(x.to(dtype).float()).to(dtype).float())
     y.float().sum().backward()
-    assert torch.isfinite(layer.coeffs.grad).all()
+    assert torch.isfinite(layer.weight.grad).all()
 
 
 def test_runs_under_cpu_autocast():
@@ -335,7 +335,7 @@ def test_runs_under_cpu_autocast():
         y = model(torch.randn(16, 5))
     y.float().sum().backward()
     assert torch.isfinite(y.float()).all()
-    assert torch.isfinite(model[1].coeffs.grad).all()
+    assert torch.isfinite(model[1].weight.grad).all()
 
 
 def test_nan_in_the_input_stays_in_its_own_elements():
@@ -356,10 +356,10 @@ def test_torch_compile_runs_and_matches_eager():
     x = torch.randn(16, 4)
     assert torch.allclose(compiled(x), model(x), rtol=1e-5, atol=1e-6)
     compiled(x).sum().backward()
-    compiled_grad = model[1].coeffs.grad.clone()
+    compiled_grad = model[1].weight.grad.clone()
     model.zero_grad()
     model(x).sum().backward()
-    assert torch.allclose(compiled_grad, model[1].coeffs.grad, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(compiled_grad, model[1].weight.grad, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -630,13 +630,15 @@ def test_health_reports_subspaces_movement_gradients_and_clamped_outputs():
     # fraction is a float32 mean: 1e-6 relative.
     assert layer_report.clamped == pytest.approx((2 * 151 + 91) / (3 * 601), rel=1e-6)
     model(x).sum().backward()
-    with torch.no_grad():
-        layer.coeffs[:, 3] += 0.25
+    moved = layer.coeffs.detach().clone()
+    moved[:, 3] += 0.25
+    layer.coeffs = moved
     report = deu.health(model)
     assert report[0].clamped is None
     assert report[0].moved["c1"] == pytest.approx(0.25)
     assert report[0].moved["a"] == 0
-    expected_norm = layer.coeffs.grad.norm(dim=0)
+    # The loss's gradient in the coefficients: weight's, divided by the scale.
+    expected_norm = (layer.weight.grad / layer.coefficient_scale).norm(dim=0)
     for j, name in enumerate(("a", "b", "c", "c1", "c2")):
         assert report[0].grad_norm[name] == pytest.approx(expected_norm[j].item())
     assert "a0_b_c0 2" in str(report)
@@ -651,3 +653,31 @@ def test_health_finds_lazy_layers_and_says_when_there_are_none():
     assert str(deu.health(torch.nn.Linear(2, 2))) == "no DEU layers"
     with pytest.raises(TypeError, match="model must be an nn.Module, got int"):
         deu.health(3)
+
+
+def test_the_coefficients_are_the_scale_times_the_learnable_weight():
+    layer = deu.DEU(4, init="damped")
+    assert layer.coefficient_scale == 0.1 and deu.DEU(4, paper=True).coefficient_scale == 1.0
+    assert [name for name, _ in layer.named_parameters()] == ["weight"]
+    torch.testing.assert_close(layer.coeffs, 0.1 * layer.weight, rtol=0, atol=0)
+    torch.testing.assert_close(layer.coeffs[0], torch.tensor([1.0, 1, 1, 0, 0]))
+    # The gradient in weight is the scale times the gradient in the coefficients.
+    x = torch.randn(16, 4, dtype=torch.float64)
+    layer = layer.double()
+    layer(x).square().sum().backward()
+    coeffs = layer.coeffs.detach().clone().requires_grad_()
+    F.deu(x, coeffs).square().sum().backward()
+    torch.testing.assert_close(layer.weight.grad, 0.1 * coeffs.grad)
+    # Assigning sets the coefficients; the state dict holds the weight.
+    layer.coeffs = torch.full((4, 5), 0.5, dtype=torch.float64)
+    assert torch.equal(layer.weight.detach(), torch.full((4, 5), 5.0, dtype=torch.float64))
+    assert list(layer.state_dict()) == ["weight"]
+    with pytest.raises(ValueError, match="coefficient_scale must be positive and finite, got 0"):
+        deu.DEU(2, coefficient_scale=0)
+
+
+def test_a_checkpoint_that_stored_the_coefficients_loads_into_the_weight():
+    old = {"coeffs": torch.tensor([[0.2, 0.4, 0.6, 0.0, 1.0]])}
+    layer = deu.DEU(1)
+    layer.load_state_dict(old)
+    torch.testing.assert_close(layer.coeffs.detach(), old["coeffs"])

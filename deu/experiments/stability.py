@@ -329,7 +329,7 @@ def diagnosis(task: Task, variants: dict[str, Callable[[int], nn.Module]], steps
             if step >= steps:
                 return
             layers = [m for m in model.modules() if isinstance(m, deu.DEU)]
-            grads = torch.cat([m.coeffs.grad.detach().abs() for m in layers])
+            grads = torch.cat([m.weight.grad.abs() / m.coefficient_scale for m in layers])
             names = [s for m in layers for s in m.subspaces()]
             largest, neuron = grads.max(dim=0)
             trace["grad"].append(largest.tolist())
