@@ -14,10 +14,12 @@ per-neuron sums (in the input's dtype: float32 or float64) to a buffer of
 partials, one row per row block, and ``torch.sum`` adds the rows in a fixed
 order. No atomics.
 
-Outward gravitation's neighbour derivative is not in the kernels yet: the
-backward kernel also writes the clamp-masked output gradient, and
-:func:`_gravitation_gradient` hands it to the PyTorch path's gravitation code
-(``deu._autograd._gravitation``), which runs on the device in eager PyTorch.
+Outward gravitation: the default, derived rule's terms are outputs of the
+generated derivatives, summed in the backward kernel like every gradient. The
+paper's neighbour rule is not in the kernels: with it the backward kernel also
+writes the clamp-masked output gradient, and :func:`_gravitation_gradient` hands
+it to the PyTorch path's gravitation code (``deu._autograd._gravitation``),
+which runs on the device in eager PyTorch.
 
 triton is imported only when this module is: the runtime does not need it.
 """
@@ -82,11 +84,13 @@ def forward_kernel(
         neurons_ptr, n_group, rows, neurons, inner, BLOCK_M, BLOCK_N
     )
     a, b, c, c1, c2 = _coefficients(coeffs_ptr, neuron)
-    # Steepness and bound in the input's dtype (a float argument would be float32).
+    # Steepness, bound and exponent cap in the input's dtype (a float argument
+    # would be float32).
     steepness = tl.load(params_ptr)
     bound = tl.load(params_ptr + 1)
+    cap = tl.load(params_ptr + 2)
     t = tl.load(x_ptr + offsets, mask=mask, other=0.0)
-    y = value(SUBSPACE, t, a, b, c, c1, c2, steepness)
+    y = value(SUBSPACE, t, a, b, c, c1, c2, steepness, cap)
     # Comparisons keep NaN as NaN, as torch.clamp does.
     y = tl.where(y > bound, bound, tl.where(y < -bound, -bound, y))
     tl.store(y_ptr + offsets, y, mask=mask)
@@ -110,6 +114,9 @@ def backward_kernel(
     NEED_INPUT: tl.constexpr,
     NEED_COEFFS: tl.constexpr,
     WRITE_MASKED_G: tl.constexpr,
+    SUM_A: tl.constexpr,
+    SUM_B: tl.constexpr,
+    SUM_C: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -119,11 +126,20 @@ def backward_kernel(
     a, b, c, c1, c2 = _coefficients(coeffs_ptr, neuron)
     steepness = tl.load(params_ptr)
     bound = tl.load(params_ptr + 1)
+    cap = tl.load(params_ptr + 2)
     t = tl.load(x_ptr + offsets, mask=mask, other=0.0)
     g = tl.load(g_ptr + offsets, mask=mask, other=0.0)
     y, dy_dt, dy_da, dy_db, dy_dc, dy_dc1, dy_dc2 = derivatives(
-        SUBSPACE, t, a, b, c, c1, c2, steepness
+        SUBSPACE, t, a, b, c, c1, c2, steepness, cap
     )
+    # A coefficient that is zero in the subspace has the derived gravitation
+    # term as its output; SUM_* is False where that is not to be used.
+    if not SUM_A:
+        dy_da = tl.zeros_like(t)
+    if not SUM_B:
+        dy_db = tl.zeros_like(t)
+    if not SUM_C:
+        dy_dc = tl.zeros_like(t)
     # The output clamp passes no gradient where it is active.
     g = g * (tl.abs(y) <= bound).to(g.dtype)
     if NEED_INPUT:
@@ -188,8 +204,8 @@ def _launch_plan(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings):
     plan = [(s, all_neurons if idx is None else idx) for s, idx in groups]
     # Filled on the device (torch.tensor of a list would copy from the host and
     # wait for the stream).
-    params = x.new_empty(2)
-    params[0], params[1] = settings.steepness, settings.max_value
+    params = x.new_empty(3)
+    params[0], params[1], params[2] = settings.steepness, settings.max_value, settings.max_exponent
     return effective.contiguous(), groups, plan, params, rows, neurons, inner
 
 
@@ -262,8 +278,9 @@ def backward(
     nothing = x.new_empty(0)
     grad_x = torch.empty_like(x) if need_input else nothing
     partials = x.new_zeros((row_blocks, neurons, 5)) if need_coeffs else nothing
-    # Only groups with a singular coefficient have gravitation neighbours.
-    gravitation = need_coeffs and settings.gravitation
+    # Only groups with a singular coefficient have gravitation neighbours (the
+    # paper's rule; the derived rule's terms are outputs of the kernels).
+    gravitation = need_coeffs and settings.gravitation == "neighbour"
     gravitation = gravitation and any(any(SUBSPACES[s].zero) for s, _ in plan)
     masked_g = torch.zeros_like(x) if gravitation else nothing
     try:
@@ -271,12 +288,15 @@ def backward(
             if rows == 0:
                 break
             write_masked_g = gravitation and any(SUBSPACES[s].zero)
+            derived = settings.gravitation == "derived"
+            sums = [derived or not zero for zero in SUBSPACES[s].zero]
             grid = (row_blocks, triton.cdiv(len(idx), block_n))
             backward_kernel[grid](
                 x, g, effective, params, idx, grad_x, masked_g, partials,
                 len(idx), rows, neurons, inner,
                 SUBSPACE=s, NEED_INPUT=need_input, NEED_COEFFS=need_coeffs,
-                WRITE_MASKED_G=write_masked_g, BLOCK_M=block_m, BLOCK_N=block_n,
+                WRITE_MASKED_G=write_masked_g, SUM_A=sums[0], SUM_B=sums[1], SUM_C=sums[2],
+                BLOCK_M=block_m, BLOCK_N=block_n,
             )  # fmt: skip
     except Exception as error:  # noqa: BLE001 - any compile or launch failure: fall back
         _failed(error)

@@ -210,7 +210,13 @@ def test_unclassifiable_neurons_raise_the_same_error_on_both_backends(cpu_kernel
     tiny = torch.tensor([good, [1e-20, 0.0, 0.0, 0.1, 0.2]] * 2)
     for backend in ("torch", "cpp"):
         x = torch.randn(4, 4, requires_grad=True)
-        y = F.deu(x, tiny.clone().requires_grad_(), epsilon=1e-30, backend=backend)
+        y = F.deu(
+            x,
+            tiny.clone().requires_grad_(),
+            epsilon=1e-30,
+            gravitation="neighbour",
+            backend=backend,
+        )
         with pytest.raises(
             ValueError, match=r"neurons 1, 3 have a gravitation neighbour \(c "
         ) as error:

@@ -127,7 +127,9 @@ LAYOUTS = {
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("gravitation", [False, True], ids=["no gravitation", "gravitation"])
+@pytest.mark.parametrize(
+    "gravitation", [False, "derived", "neighbour"], ids=["no gravitation", "derived", "neighbour"]
+)
 def test_every_subspace_and_gradient_equals_the_pytorch_path_in_every_layout(layout, gravitation):
     make, dim = LAYOUTS[layout]
     torch.manual_seed(0)
@@ -253,8 +255,9 @@ def test_the_operator_passes_opcheck_with_the_triton_backend():
             1,
             0.01,
             3.0,
+            4.0,
             1000.0,
-            True,
+            "derived",
             "nearest",
             "triton",
         )
