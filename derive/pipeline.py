@@ -173,7 +173,15 @@ def _report_context(kernel: Kernel) -> dict:
         "auxiliaries": [(_latex(q), _latex(e)) for q, e in subspace.auxiliaries.items()],
         "parametrisation": [(_latex(p), _latex(e)) for p, e in subspace.parametrisation.items()],
         "derivatives": [
-            (_LATEX_NAMES[name], _latex(expr)) for name, expr in derivation.outputs.items()
+            (
+                (
+                    rf"z_{name[-1]} \text{{ (gravitation in {name[-1]})}}"
+                    if name in derivation.gravitation
+                    else _LATEX_NAMES[name]
+                ),
+                _latex(expr),
+            )
+            for name, expr in derivation.outputs.items()
         ][1:],
         "relation": [(_latex(p), _latex(e)) for p, e in subspace.relation.items()],
         "homogeneous": _latex(solution.homogeneous),

@@ -410,18 +410,30 @@ def plot_grid(out, runs: list[dict]):
         settings = list(dict.fromkeys((r["optimiser"], r["lr"]) for r in group))
         names = list(dict.fromkeys(r["activation"] for r in group))
         for offset, name in enumerate(names):
-            values = []
-            for setting in settings:
-                spikes = [
-                    r["spike"] if r["finite"] else 1e6
+            finite, diverged = [], []
+            for k, setting in enumerate(settings):
+                runs = [
+                    r
                     for r in group
                     if r["activation"] == name and (r["optimiser"], r["lr"]) == setting
                 ]
-                values.append(max(spikes))
-            ax.semilogy(np.arange(len(settings)) + 0.08 * offset, values, "o", label=name)
+                spikes = [r["spike"] for r in runs if r["finite"]]
+                if spikes:
+                    finite.append((k, max(spikes)))
+                if not all(r["finite"] for r in runs):
+                    diverged.append(k)
+            x = 0.08 * offset
+            (line,) = ax.semilogy(
+                [k + x for k, _ in finite], [v for _, v in finite], "o", label=name
+            )
+            if diverged:
+                # A setting with a run that is not finite: an x at the top.
+                ax.semilogy(
+                    [k + x for k in diverged], [1e9] * len(diverged), "x", color=line.get_color()
+                )
         ax.set_xticks(range(len(settings)))
         ax.set_xticklabels([f"{o}\n{lr:g}" for o, lr in settings], fontsize=7)
-        ax.set_ylabel("worst loss spike (max / initial; 1e6 = non-finite)")
+        ax.set_ylabel("worst loss spike of finite runs (max / initial)\nx at 1e9: a run not finite")
         ax.set_title(model)
         ax.legend(fontsize=7)
     return save_figure(figure, out / "stability_spikes.png")
