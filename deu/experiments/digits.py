@@ -294,6 +294,8 @@ def run(args) -> dict:
                 "params": count_parameters(model),
                 "test_acc_mean": float(np.mean(accuracies)) if accuracies else float("nan"),
                 "test_acc_std": float(np.std(accuracies)) if accuracies else float("nan"),
+                "test_acc_min": float(np.min(accuracies)) if accuracies else float("nan"),
+                "test_acc_per_seed": " ".join(f"{a:.4f}" for a in accuracies),
                 "seeds": len(accuracies),
                 "diverged": diverged,
                 "lr": lr,
