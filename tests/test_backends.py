@@ -49,15 +49,36 @@ def cpu_kernel():
     return _cpp.load()
 
 
-def test_the_cpu_kernel_builds_wherever_there_is_a_compiler():
-    # The tests below skip when the kernel cannot be built (the fallback is a
-    # feature); where a compiler exists, a build failure is a bug, not a skip.
+def _skip_without_compiler_or_ninja():
     from torch.utils.cpp_extension import is_ninja_available
 
     compiler = shlex.split(os.environ.get("CXX", "c++"))[0]  # CXX may be "ccache g++"
     if shutil.which(compiler) is None or not is_ninja_available():
         pytest.skip("no C++ compiler or no ninja here: the generated PyTorch path runs")
+
+
+def test_the_cpu_kernel_builds_wherever_there_is_a_compiler():
+    # The tests below skip when the kernel cannot be built (the fallback is a
+    # feature); where a compiler exists, a build failure is a bug, not a skip.
+    _skip_without_compiler_or_ninja()
     assert _cpp.load() is not None, "the fused CPU kernel failed to build (see the warning)"
+
+
+def test_auto_runs_the_fused_kernel_on_the_cpu_wherever_there_is_a_compiler(monkeypatch):
+    # Otherwise every backend="auto" test would silently test the PyTorch path
+    # a second time.
+    import deu._autograd as autograd
+
+    _skip_without_compiler_or_ninja()
+    assert F.resolve_backend("auto", torch.device("cpu")) == "cpp"
+    calls = []
+    real = autograd._extension
+    monkeypatch.setattr(autograd, "_extension", lambda: calls.append(1) or real())
+    x = torch.randn(4, 2, requires_grad=True)
+    coeffs = torch.tensor([NEURONS["a_b_c_disc_neg"], NEURONS["a0_b_c0"]], requires_grad=True)
+    y = F.deu(x, coeffs, backend="auto", epsilon=0.01, critical="nearest", gravitation=True)
+    y.sum().backward()
+    assert len(calls) == 2, "backend='auto' did not run the fused kernel's forward and backward"
 
 
 @pytest.mark.parametrize("name", list(NEURONS))
