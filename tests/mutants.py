@@ -1,13 +1,14 @@
 """make mutants: plausible bugs, one at a time in a scratch copy, each must be caught.
 
-Every mutant is a small edit of one source file (the runtime's subspace rules,
+Every mutant is a small edit of a source file (the runtime's subspace rules,
 the critical rules and the output clamp, in deu/ and in the fused kernel's
-template) or of one generated file's bytes. The checkout is copied once to a
-temporary folder; each mutant is applied there, templates are re-rendered with
-`python -m derive regenerate` (in the copy), and the mutant's named test subset
-runs with -x. A mutant is killed when the subset fails; the run fails if any
-survives, or if a mutant no longer applies (its text is gone from the source:
-update the list) or breaks the kernel's build (not a plausible bug).
+template, or the same bug in both) or of a generated file's bytes. The
+checkout is copied once to a temporary folder; each mutant is applied there,
+templates are re-rendered with `python -m derive regenerate` (in the copy),
+and the mutant's named test subset runs with -x. A mutant is killed when the
+subset fails; the run fails if any survives, or if a mutant no longer applies
+(its text is not exactly once in the source: update the list) or breaks the
+kernel's build (not a plausible bug).
 
     python tests/mutants.py            # all (about 20 minutes on one core)
     python tests/mutants.py --only cpp-sign-condition-dropped --keep
@@ -36,16 +37,21 @@ BUILD_FAILED = "building the fused CPU kernel failed"
 
 
 @dataclass(frozen=True)
+class Edit:
+    path: str
+    old: str  # must occur exactly once in path; "CRLF": rewrite with CRLF line ends
+    new: str
+
+
+@dataclass(frozen=True)
 class Mutant:
     name: str
-    path: str
-    old: str  # must occur exactly once in path
-    new: str  # "" with old == "CRLF": rewrite the file with CRLF line ends
+    edits: tuple[Edit, ...]
     tests: tuple[str, ...] = FAST
 
 
 def _rules(prefix: str, path: str, edits: list[tuple[str, str, str]]) -> list[Mutant]:
-    return [Mutant(f"{prefix}-{name}", path, old, new) for name, old, new in edits]
+    return [Mutant(f"{prefix}-{name}", (Edit(path, old, new),)) for name, old, new in edits]
 
 
 PYTHON_RULES = [
@@ -108,34 +114,46 @@ CPP_RULES = [
         "disc >= S(0)) index = A_B_C_DISC_NEG",
     ),
 ]
-MUTANTS = [
-    *_rules("py", SUBSPACES_PY, PYTHON_RULES),
-    *_rules("cpp", KERNEL_TEMPLATE, CPP_RULES),
-    Mutant(
-        "py-clamp-gradient-mask-dropped",
-        AUTOGRAD_PY,
-        " * (outputs[0].abs() <= settings.max_value).to(g.dtype)",
-        "",
-    ),
-    Mutant(
-        "py-output-clamp-dropped",
-        AUTOGRAD_PY,
-        "_assemble(parts, settings.dim).clamp(-settings.max_value, settings.max_value)",
-        "_assemble(parts, settings.dim)",
-    ),
-    Mutant(
-        "cpp-clamp-gradient-mask-dropped",
+CLAMP_MASK = (
+    Edit(AUTOGRAD_PY, " * (outputs[0].abs() <= settings.max_value).to(g.dtype)", ""),
+    Edit(
         KERNEL_TEMPLATE,
         "const V gi = V::blendv(zero, load_run(gm, j, m), inside);",
         "const V gi = load_run(gm, j, m); (void)inside;",
     ),
-    Mutant(
-        "cpp-output-clamp-dropped",
-        KERNEL_TEMPLATE,
-        "store_run(ys, j, n, clamp_output(v, bound));",
-        "store_run(ys, j, n, v);",
+)
+OUTPUT_CLAMP = (
+    Edit(
+        AUTOGRAD_PY,
+        "_assemble(parts, settings.dim).clamp(-settings.max_value, settings.max_value)",
+        "_assemble(parts, settings.dim)",
     ),
-    Mutant("generated-kernels-crlf", "generated/kernels.py", "CRLF", "", BYTES),
+    Edit(
+        KERNEL_TEMPLATE, "store_run(ys, j, n, clamp_output(v, bound));", "store_run(ys, j, n, v);"
+    ),
+)
+
+
+def _on_both_backends(name: str) -> Mutant:
+    """The same bug in deu/_subspaces.py and in the kernel: no cross-backend test sees it."""
+    (py,) = (Edit(SUBSPACES_PY, o, n) for rule, o, n in PYTHON_RULES if rule == name)
+    (cpp,) = (Edit(KERNEL_TEMPLATE, o, n) for rule, o, n in CPP_RULES if rule == name)
+    return Mutant(f"both-{name}", (py, cpp))
+
+
+MUTANTS = [
+    *_rules("py", SUBSPACES_PY, PYTHON_RULES),
+    *_rules("cpp", KERNEL_TEMPLATE, CPP_RULES),
+    Mutant("py-clamp-gradient-mask-dropped", CLAMP_MASK[:1]),
+    Mutant("cpp-clamp-gradient-mask-dropped", CLAMP_MASK[1:]),
+    Mutant("py-output-clamp-dropped", OUTPUT_CLAMP[:1]),
+    Mutant("cpp-output-clamp-dropped", OUTPUT_CLAMP[1:]),
+    # The rows of issue 13's table, on both backends at once.
+    _on_both_backends("sign-condition-dropped"),
+    _on_both_backends("paper-a-is-abs-b"),
+    _on_both_backends("nearest-c-over-2a"),
+    Mutant("both-clamp-gradient-mask-dropped", CLAMP_MASK),
+    Mutant("generated-kernels-crlf", (Edit("generated/kernels.py", "CRLF", ""),), BYTES),
 ]
 
 
@@ -183,15 +201,13 @@ def _pytest(scratch: Path, tests: tuple[str, ...], timeout: float) -> tuple[int,
     return done.returncode, done.stdout + done.stderr
 
 
-def _apply(scratch: Path, mutant: Mutant) -> None:
-    path = scratch / mutant.path
+def _apply(scratch: Path, edit: Edit) -> None:
+    path = scratch / edit.path
     text = path.read_bytes().decode()
-    if mutant.old == "CRLF":
+    if edit.old == "CRLF":
         path.write_bytes(text.replace("\n", "\r\n").encode())
-        return
-    if text.count(mutant.old) != 1:
-        raise LookupError(f"{mutant.name}: {mutant.old!r} occurs {text.count(mutant.old)} times")
-    path.write_bytes(text.replace(mutant.old, mutant.new).encode())
+    else:
+        path.write_bytes(text.replace(edit.old, edit.new).encode())
 
 
 def _regenerate(scratch: Path) -> None:
@@ -213,7 +229,10 @@ def _first_failure(output: str) -> str:
 
 def run(mutants: list[Mutant], keep: bool, timeout: float) -> int:
     stale = [
-        m.name for m in mutants if m.old != "CRLF" and (ROOT / m.path).read_text().count(m.old) != 1
+        m.name
+        for m in mutants
+        for e in m.edits
+        if e.old != "CRLF" and (ROOT / e.path).read_text().count(e.old) != 1
     ]
     if stale:
         print(f"these mutants no longer apply (their text is not once in the source): {stale}")
@@ -244,18 +263,16 @@ def run(mutants: list[Mutant], keep: bool, timeout: float) -> int:
             return 2
         pristine = {
             p: ((scratch / p).read_bytes(), (scratch / p).stat().st_mtime_ns)
-            for p in {m.path for m in mutants} | {"generated/" + f for f in _generated(scratch)}
+            for p in {e.path for m in mutants for e in m.edits}
+            | {"generated/" + f for f in _generated(scratch)}
         }
         results = []
         for mutant in mutants:
             start = time.monotonic()
             try:
-                _apply(scratch, mutant)
-            except LookupError as error:
-                results.append((mutant.name, "does not apply", str(error)))
-                continue
-            try:
-                if mutant.path.startswith("templates/"):
+                for edit in mutant.edits:
+                    _apply(scratch, edit)
+                if any(edit.path.startswith("templates/") for edit in mutant.edits):
                     _regenerate(scratch)
                 status, output = _pytest(scratch, mutant.tests, timeout)
                 if BUILD_FAILED in output:
