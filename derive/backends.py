@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from derive.printer import CPP, TORCH, Printer
+from derive.printer import CPP, TORCH, TRITON, Printer
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ BACKENDS = (
         CPP,
         (("cpp/deu_kernels.h.j2", "deu_kernels.h"), ("cpp/deu_cpu.cpp.j2", "deu_cpu.cpp")),
     ),
-    Backend("cuda", CPP, (("cuda/deu_cuda.cu.j2", "deu_cuda.cu"),)),
+    # The formulas as Triton device functions; the kernels are deu/_triton.py.
+    Backend("triton", TRITON, (("triton/deu_triton.py.j2", "deu_triton.py"),)),
     Backend("report", None, (("report/SOLUTIONS.md.j2", "SOLUTIONS.md"),)),
 )

@@ -110,9 +110,9 @@ def _element_block(outputs: dict[str, sp.Expr]) -> Block:
 
 
 def _kernel_inputs(derivation: Derivation) -> tuple[sp.Symbol, ...]:
-    from derive.spec import COEFFICIENTS, s
+    from derive.spec import COEFFICIENTS, max_exponent, s
 
-    return (*COEFFICIENTS, s)
+    return (*COEFFICIENTS, s, max_exponent)
 
 
 def optimise(derivation: Derivation) -> Kernel:

@@ -26,11 +26,11 @@ from derive.spec import (
     CRITICAL,
     DIFF_VARIABLES,
     OVERDAMPED_SYMMETRIC,
-    CappedExp,
     Sigmoid,
     a,
     b,
     c,
+    capped,
     mu,
     nu,
     s,
@@ -48,6 +48,9 @@ class Derivation:
     # Where a Dirac term survived and was smoothed (output names).
     smoothed_dirac: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Outputs dy/dp for a coefficient p that is zero here: the gravitation terms
+    # of gravitation.py, not derivatives of y (which does not depend on p).
+    gravitation: tuple[str, ...] = ()
 
     @property
     def subspace(self):
@@ -121,14 +124,16 @@ def _critical_partials(critical: Solution) -> dict[str, sp.Expr]:
     for name, p in (("dy_da", a), ("dy_db", b), ("dy_dc", c)):
         chain = coefficient_partial(value, neighbour, p)
         limit = sp.factor_terms(sp.simplify(sp.limit(chain, nu, 0).subs(mu, r)))
-        partials[name] = limit.replace(sp.exp, CappedExp)
+        partials[name] = capped(limit)
     return partials
 
 
-def differentiate(solution: Solution) -> Derivation:
+def differentiate(solution: Solution, gravitation: tuple = ()) -> Derivation:
+    """The outputs of ``solution``; ``gravitation`` (GravitationTerm records of the
+    subspace's zero coefficients) fill the outputs dy/dp that would be 0."""
     subspace = solution.subspace
     # Differentiate what the generated code computes: capped exponentials.
-    value = solution.value.replace(sp.exp, CappedExp)
+    value = capped(solution.value)
     outputs = {"y": value}
     smoothed = []
     for name, variable in zip(OUTPUT_NAMES[1:], DIFF_VARIABLES, strict=True):
@@ -149,4 +154,21 @@ def differentiate(solution: Solution) -> Derivation:
             "the derivatives of this formula, in which c = b^2/(4a) is eliminated. "
             "They are those of the uncapped solution, evaluated with capped exponentials."
         )
-    return Derivation(solution, outputs, tuple(smoothed), tuple(notes))
+    for term in gravitation:
+        if outputs[term.output] != 0:
+            raise ValueError(
+                f"{subspace.name}: {term.output} is not identically zero, so it needs no "
+                "gravitation term"
+            )
+        outputs[term.output] = capped(term.value)
+    if gravitation:
+        kind = {True: "outer perturbation term", False: "exact dy/dp at 0"}
+        kinds = ", ".join(f"{term.output} ({kind[term.raises_order]})" for term in gravitation)
+        notes.append(
+            f"Gravitation: {kinds} solve the ODE with that coefficient's term added to "
+            "first order, L z = -D^k y with zero initial conditions (derive/gravitation.py); "
+            "y itself does not depend on it."
+        )
+    return Derivation(
+        solution, outputs, tuple(smoothed), tuple(notes), tuple(term.output for term in gravitation)
+    )

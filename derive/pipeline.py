@@ -1,4 +1,5 @@
-"""The pipeline: spec -> solve -> verify -> differentiate -> CSE -> print -> render.
+"""The pipeline: spec -> solve -> verify -> (gravitation -> verify) -> differentiate
+-> CSE -> print -> render.
 
 ``generate`` returns every file of generated/ as text; ``regenerate`` writes
 them, ``check`` compares them with what is checked in.  One code path.
@@ -19,11 +20,12 @@ from tqdm import tqdm
 from derive.backends import BACKENDS, Backend
 from derive.cse import Kernel, optimise
 from derive.differentiate import OUTPUT_NAMES, differentiate
+from derive.gravitation import gravitation_terms
 from derive.printer import Printer
 from derive.render import ROOT, inputs_hash, render
 from derive.solve import solve
-from derive.spec import EXP_CAP, EXP_FLOOR, SUBSPACES, Subspace, by_name, t
-from derive.verify import check_denominators, verify
+from derive.spec import EXP_FLOOR, MAX_EXP_CAP, SUBSPACES, Subspace, by_name, t
+from derive.verify import check_denominators, verify, verify_gravitation
 
 GENERATED = ROOT / "generated"
 
@@ -32,7 +34,9 @@ def derive_kernel(subspace: Subspace) -> Kernel:
     """One subspace through every mathematical step."""
     solution = solve(subspace)
     verify(solution)
-    kernel = optimise(differentiate(solution))
+    gravitation = gravitation_terms(solution)
+    verify_gravitation(solution, gravitation)
+    kernel = optimise(differentiate(solution, gravitation))
     check_denominators(kernel)
     return kernel
 
@@ -169,7 +173,15 @@ def _report_context(kernel: Kernel) -> dict:
         "auxiliaries": [(_latex(q), _latex(e)) for q, e in subspace.auxiliaries.items()],
         "parametrisation": [(_latex(p), _latex(e)) for p, e in subspace.parametrisation.items()],
         "derivatives": [
-            (_LATEX_NAMES[name], _latex(expr)) for name, expr in derivation.outputs.items()
+            (
+                (
+                    rf"z_{name[-1]} \text{{ (gravitation in {name[-1]})}}"
+                    if name in derivation.gravitation
+                    else _LATEX_NAMES[name]
+                ),
+                _latex(expr),
+            )
+            for name, expr in derivation.outputs.items()
         ][1:],
         "relation": [(_latex(p), _latex(e)) for p, e in subspace.relation.items()],
         "homogeneous": _latex(solution.homogeneous),
@@ -188,7 +200,7 @@ def _context(backend: Backend, kernels: list[Kernel]) -> dict:
         return {"subspaces": [_report_context(k) for k in kernels]}
     return {
         "subspaces": [_code_context(k, backend.printer) for k in kernels],
-        "exp_cap": repr(float(EXP_CAP)),
+        "max_exp_cap": repr(float(MAX_EXP_CAP)),
         "exp_floor": repr(float(EXP_FLOOR)),
         "max_neuron_quantities": max(len(k.neuron.results) for k in kernels),
     }

@@ -2,8 +2,9 @@
 
 The printer knows a short list of nodes.  Anything else raises PrinterError
 naming the expression; there is no fallback.  Numerically safe forms are part
-of the printing: every exponential goes through a capped helper (the cap is the
-generated constants EXP_FLOOR and EXP_CAP), and u(t) prints as a step helper with u(0) = 0.
+of the printing: every exponential goes through a capped helper (its floor is
+the generated constant EXP_FLOOR, its cap the kernels' max_exponent input), and
+u(t) prints as a step helper with u(0) = 0.
 A backend changes the spelling of functions, not the rules.
 """
 
@@ -110,8 +111,8 @@ class Printer:
 
 TORCH = Printer(
     functions={
-        CappedExp: "_exp({0})",
-        Unclamped: "_unclamped({0})",
+        CappedExp: "_exp({0}, {1})",
+        Unclamped: "_unclamped({0}, {1})",
         sp.Abs: "torch.abs({0})",
         sp.sin: "torch.sin({0})",
         sp.cos: "torch.cos({0})",
@@ -128,8 +129,8 @@ TORCH = Printer(
 # the generated header.
 CPP = Printer(
     functions={
-        CappedExp: "cexp({0})",
-        Unclamped: "unclamped({0})",
+        CappedExp: "cexp({0}, {1})",
+        Unclamped: "unclamped({0}, {1})",
         sp.Abs: "fabs({0})",
         sp.sin: "sin({0})",
         sp.cos: "cos({0})",
@@ -140,4 +141,22 @@ CPP = Printer(
     sqrt="sqrt({0})",
     power="ipow<{1}>({0})",
     integer="T({0})",
+)
+
+
+# Triton: the formulas are @triton.jit device functions; the helpers (_exp,
+# _unclamped, _step, _sign, _ipow, _sqrt) live in the generated module.
+TRITON = Printer(
+    functions={
+        CappedExp: "_exp({0}, {1})",
+        Unclamped: "_unclamped({0}, {1})",
+        sp.Abs: "tl.abs({0})",
+        sp.sin: "tl.sin({0})",
+        sp.cos: "tl.cos({0})",
+        sp.sign: "_sign({0})",
+        sp.Heaviside: "_step({0})",
+        Sigmoid: "tl.sigmoid({0})",
+    },
+    sqrt="_sqrt({0})",
+    power="_ipow({0}, {1})",
 )

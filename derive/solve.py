@@ -28,6 +28,8 @@ import sympy as sp
 from derive.spec import Sigmoid, Subspace, c, c1, c2, s, step, t
 
 _laplace = sp.Symbol("laplace_s")
+# The Laplace variable, for the steps that solve further ODEs (gravitation.py).
+LAPLACE = _laplace
 
 
 @dataclass(frozen=True)
@@ -72,21 +74,31 @@ def modal_form(expr: sp.Expr) -> sp.Expr:
     return sp.collect(expr, modes, sp.factor)
 
 
+def transforms(subspace: Subspace) -> tuple[sp.Expr, sp.Expr]:
+    """(characteristic polynomial, initial-condition term) in the Laplace variable:
+    the transform of the solution from y(0) = c1 (, y'(0) = c2) with right-hand
+    side G is (initial + G) / characteristic. Orders 1 and 2 only."""
+    A, B, C = (sp.sympify(x).subs(subspace.parametrisation) for x in subspace.coefficients())
+    L = _laplace
+    if subspace.order == 1:
+        # Laplace of b*y' + c*y = g: B*(L*Y - y(0)) + C*Y = G.
+        return B * L + C, B * c1
+    # Laplace of a*y'' + b*y' + c*y = g with y(0) = c1, y'(0) = c2.
+    return A * L**2 + B * L + C, A * (L * c1 + c2) + B * c1
+
+
+def inverse_laplace(transform: sp.Expr) -> sp.Expr:
+    """The inverse transform (in the variable of :func:`transforms`), as f(t), in modal form."""
+    return modal_form(_inverse_laplace(transform))
+
+
 def solve(subspace: Subspace) -> Solution:
     if subspace.order == 0:
         # a = b = 0: c*y = g(t) with the paper's smooth core g(t) = sigmoid(s*t).
         return Solution(subspace, sp.S.Zero, Sigmoid(s * t) / c)
 
-    A, B, C = (sp.sympify(x).subs(subspace.parametrisation) for x in subspace.coefficients())
     L = _laplace
-    if subspace.order == 1:
-        # Laplace of b*y' + c*y = g: B*(L*Y - y(0)) + C*Y = G.
-        characteristic = B * L + C
-        initial = B * c1
-    else:
-        # Laplace of a*y'' + b*y' + c*y = g with y(0) = c1, y'(0) = c2.
-        characteristic = A * L**2 + B * L + C
-        initial = A * (L * c1 + c2) + B * c1
+    characteristic, initial = transforms(subspace)
     homogeneous = _inverse_laplace(initial / characteristic)
     step_response = _inverse_laplace(1 / (L * characteristic))
     # The homogeneous part is linear in the initial conditions: c1*phi1 + c2*phi2.

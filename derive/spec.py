@@ -22,11 +22,14 @@ c1, c2 = sp.symbols("c1 c2", real=True)
 # Steepness of the smooth step used by the sigmoid core and the Dirac approximation.
 s = sp.Symbol("s", positive=True)
 
+# The layer's cap on every exponent (max_exponent): a setting, not learned.
+max_exponent = sp.Symbol("max_exponent", positive=True)
+
 COEFFICIENTS = (a, b, c, c1, c2)
 # The derivatives the runtime needs, in the order the generated kernels return them.
 DIFF_VARIABLES = (t, a, b, c, c1, c2)
 # Symbols that are constant per neuron (hoisted out of the per-element work).
-NEURON_SYMBOLS = frozenset({a, b, c, c1, c2, s})
+NEURON_SYMBOLS = frozenset({a, b, c, c1, c2, s, max_exponent})
 
 # Auxiliary quantities of the root parametrisations.
 omega = sp.Symbol("omega", positive=True)  # angular frequency
@@ -39,10 +42,16 @@ r1, r2 = sp.symbols("r1 r2", real=True)  # two distinct real roots
 # |b^2 - 4ac| where its sign is fixed: lets the verifier see the sign condition.
 disc_size = sp.Symbol("D", positive=True)
 
-# The clamp on every exponent of the generated code. The paper caps at 14 against
-# overflow; the floor keeps exp's results normal floats (subnormals make every
-# later float32 operation ~10x slower), at an absolute error below 1e-26.
-EXP_CAP = 14
+# The clamp on every exponent of the generated code: exp(clamp(x, EXP_FLOOR,
+# max_exponent)). The cap is the layer's ``max_exponent`` setting, an input of
+# every kernel: it bounds how far a homogeneous mode can grow (e^max_exponent),
+# and so how large y and its coefficient gradients get for t < 0. The paper's
+# published code caps at 14, against overflow. MAX_EXP_CAP is the largest cap
+# the kernels accept: exp stays finite in float32, with room for the factors
+# that multiply it.
+# The floor keeps exp's results normal floats (subnormals make every later
+# float32 operation ~10x slower), at an absolute error below 1e-26.
+MAX_EXP_CAP = 80
 EXP_FLOOR = -60
 
 
@@ -61,48 +70,70 @@ class Sigmoid(sp.Function):
         return rf"\sigma\left({printer._print(self.args[0])}\right)"
 
 
-class Unclamped(sp.Function):
-    """1 where EXP_FLOOR < x < EXP_CAP, else 0: where a clamped exponential still moves."""
+def _clamp_inactive(x: sp.Expr, cap: sp.Expr) -> bool | None:
+    """Whether EXP_FLOOR < x < cap, where that is decidable (x a number; the cap
+    is a positive symbol, so x = 0, where the Dirac terms sit, is inside)."""
+    if not (x.is_number and x.is_real):
+        return None
+    if x <= EXP_FLOOR:
+        return False
+    below = sp.Lt(x, cap)
+    if below in (sp.true, sp.false):
+        return bool(below)
+    return None
 
-    nargs = 1
+
+class Unclamped(sp.Function):
+    """1 where EXP_FLOOR < x < cap, else 0: where a clamped exponential still moves."""
+
+    nargs = 2
 
     @classmethod
-    def eval(cls, x):
-        if x.is_number and x.is_real:
-            return sp.S.One if EXP_FLOOR < x < EXP_CAP else sp.S.Zero
-        return None
+    def eval(cls, x, cap):
+        inside = _clamp_inactive(x, cap)
+        return None if inside is None else sp.S.One if inside else sp.S.Zero
 
     def fdiff(self, argindex=1):
         return sp.S.Zero
 
     def _latex(self, printer):
         inner = printer._print(self.args[0])
-        return rf"\mathbb{{1}}\left[{EXP_FLOOR} < {inner} < {EXP_CAP}\right]"
+        cap = r"\mathrm{max\_exponent}" if self.args[1] == max_exponent else self.args[1]
+        return rf"\mathbb{{1}}\left[{EXP_FLOOR} < {inner} < {cap}\right]"
 
 
 class CappedExp(sp.Function):
-    """exp(clamp(x, EXP_FLOOR, EXP_CAP)): the exponential the generated code computes.
+    """exp(clamp(x, EXP_FLOOR, cap)): the exponential the generated code computes.
 
-    Its derivative is the derivative of that function, exp(x)*[EXP_FLOOR < x < EXP_CAP]:
+    Its derivative in x is the derivative of that function, exp(x)*[EXP_FLOOR < x < cap]:
     where the clamp is active the value is flat, and so is every derivative through it.
+    The cap (the ``max_exponent`` setting) is not differentiated: it is not learned.
     """
 
-    nargs = 1
+    nargs = 2
 
     @classmethod
-    def eval(cls, x):
-        if x.is_number and x.is_real:
-            return sp.exp(sp.Max(EXP_FLOOR, sp.Min(x, EXP_CAP)))
-        return None
+    def eval(cls, x, cap):
+        inside = _clamp_inactive(x, cap)
+        if inside is None:
+            return None
+        return sp.exp(x) if inside else sp.exp(EXP_FLOOR if x <= EXP_FLOOR else cap)
 
     def fdiff(self, argindex=1):
-        return CappedExp(self.args[0]) * Unclamped(self.args[0])
+        if argindex != 1:
+            raise sp.ArgumentIndexError(self, argindex)
+        return CappedExp(*self.args) * Unclamped(*self.args)
 
-    def _eval_rewrite_as_exp(self, x, **kwargs):
+    def _eval_rewrite_as_exp(self, x, cap, **kwargs):
         return sp.exp(x)
 
     def _latex(self, printer):
         return rf"e^{{{printer._print(self.args[0])}}}"
+
+
+def capped(expr: sp.Expr) -> sp.Expr:
+    """expr with every exp(x) replaced by the capped exponential of the generated code."""
+    return expr.replace(sp.exp, lambda x: CappedExp(x, max_exponent))
 
 
 def step(x: sp.Expr) -> sp.Expr:

@@ -82,6 +82,52 @@ def verify(solution: Solution) -> None:
         raise VerificationError(f"subspace {name}: steepness s appears outside the sigmoid core")
 
 
+def gravitation_residuals(solution: Solution, terms) -> dict[str, sp.Expr]:
+    """What must vanish for each gravitation term z_p (see gravitation.py):
+    L z = -D^k y on each side of 0, z(0) = 0 (and z'(0) = 0 in second order)
+    from the left, and the jumps at 0 that the distributional equation demands."""
+    from derive.gravitation import DERIVATIVE_ORDER
+
+    subspace = solution.subspace
+    A, B, C = (sp.sympify(x).subs(subspace.parametrisation) for x in subspace.coefficients())
+    checks: dict[str, sp.Expr] = {}
+    for term in terms:
+        p, k = term.coefficient, DERIVATIVE_ORDER[term.coefficient]
+        label = f"gravitation in {p}"
+        if subspace.order == 0:
+            checks[f"{label}: c*z = -D^{k} y"] = C * term.value + sp.diff(solution.value, t, k)
+            continue
+
+        def ode(f: sp.Expr) -> sp.Expr:
+            return A * f.diff(t, 2) + B * f.diff(t) + C * f
+
+        h, zsr = solution.homogeneous, solution.step_response
+        z_h, z_s = term.homogeneous, term.step_part
+        checks[f"{label}: L z = -D^{k} y for t < 0"] = ode(z_h) + sp.diff(h, t, k)
+        checks[f"{label}: L z = -D^{k} y for t > 0"] = ode(z_h + z_s) + sp.diff(h + zsr, t, k)
+        checks[f"{label}: z(0) = 0"] = z_h.subs(t, 0)
+        if subspace.order == 2:
+            # -D^k y has no Dirac term (k <= 1, y continuous): z and z' are continuous.
+            checks[f"{label}: z'(0) = 0"] = z_h.diff(t).subs(t, 0)
+            checks[f"{label}: no jump in z at 0"] = z_s.subs(t, 0)
+            checks[f"{label}: no jump in z' at 0"] = z_s.diff(t).subs(t, 0)
+        else:
+            # b [z] = -[D^(k-1) y] at 0, where y' jumps by the step response's slope.
+            jump = zsr.diff(t).subs(t, 0) if k == 2 else sp.S.Zero
+            checks[f"{label}: the jump of z at 0"] = B * z_s.subs(t, 0) + jump
+    return checks
+
+
+def verify_gravitation(solution: Solution, terms) -> None:
+    name = solution.subspace.name
+    for what, residual in gravitation_residuals(solution, terms).items():
+        if not _is_zero(residual):
+            raise VerificationError(
+                f"subspace {name}: the derived {what} fails; "
+                f"residual simplifies to {sp.simplify(residual)} instead of 0"
+            )
+
+
 def check_denominators(kernel) -> None:
     """No division by a quantity that can be zero inside the kernel's subspace.
 

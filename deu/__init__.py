@@ -9,15 +9,19 @@ solutions of a*y'' + b*y' + c*y = u(t), one ODE per neuron.
 
 from deu import functional
 from deu._subspaces import SUBSPACE_NAMES, subspaces
+from deu.health import HealthReport, LayerHealth, health
 from deu.lazy import LazyDEU, replace_activations
 from deu.module import DEU, PRESETS
 
 __all__ = [
     "DEU",
+    "HealthReport",
+    "LayerHealth",
     "LazyDEU",
     "PRESETS",
     "SUBSPACE_NAMES",
     "functional",
+    "health",
     "replace_activations",
     "subspaces",
 ]

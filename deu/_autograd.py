@@ -11,11 +11,18 @@ per-element is saved), then
 
 Outward gravitation (the paper's "escape" from a singular subspace): for a
 neuron with |p| < epsilon for p in (a, b, c), y does not depend on p, so its
-gradient in p would be zero forever.  With gravitation the gradient in p is
-taken from the nearest neighbour h that is not singular in p: p = epsilon*sign(p)
-(epsilon where p == 0), the other coefficients kept, and h's initial conditions
-chosen so that h(t*) = f(t*) and h'(t*) = f'(t*) at t* = the mean of the
-neuron's inputs in the batch (value only, where h is of first order).
+gradient in p would be zero forever.  Two rules give it one:
+
+* "derived" (the default): the generated kernels' dy/dp output in that
+  subspace, z_p, the first-order change of the solution with p's term added
+  to the ODE (derive/gravitation.py): the exact derivative at p = 0 where
+  that keeps the ODE's order, the outer perturbation term where it raises it.
+  Computed in the same pass as the other gradients.
+* "neighbour" (the paper's): the gradient in p of the nearest neighbour h that
+  is not singular in p: p = epsilon*sign(p) (epsilon where p == 0), the other
+  coefficients kept, and h's initial conditions chosen so that h(t*) = f(t*)
+  and h'(t*) = f'(t*) at t* = the mean of the neuron's inputs in the batch
+  (value only, where h is of first order).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from deu._subspaces import classify, unclassified_error, unclassified_neighbour_
 # (output 0 is y, output 1 is dy/dt).
 _A, _B, _C, _C1, _C2 = range(5)
 _OUTPUT_OF_COEFF = (2, 3, 4, 5, 6)
+# The gravitation rules (Settings.gravitation), "off" for none.
+GRAVITATION_RULES = ("derived", "neighbour")
 
 
 @dataclass(frozen=True)
@@ -40,10 +49,14 @@ class Settings:
     dim: int
     epsilon: float
     steepness: float
+    # The cap on every exponent of the formulas (the kernels' max_exponent input).
+    max_exponent: float
     max_value: float
-    gravitation: bool
+    # "derived", "neighbour" or "off" (see the module docstring).
+    gravitation: str
     critical: str
-    # "torch" (the generated PyTorch kernels) or "cpp" (the fused CPU kernel).
+    # "torch" (the generated PyTorch kernels), "cpp" (the fused CPU kernel) or
+    # "triton" (deu/_triton.py).
     backend: str = "torch"
 
 
@@ -76,9 +89,9 @@ def _take(x: torch.Tensor, dim: int, idx: torch.Tensor | None) -> torch.Tensor:
     return x if idx is None else x.index_select(dim, idx)
 
 
-def _neuron_quantities(subspace, coeffs: torch.Tensor, shape: list[int], steepness: float):
+def _neuron_quantities(subspace, coeffs: torch.Tensor, shape: list[int], settings: Settings):
     columns = [coeffs[:, j].reshape(shape) for j in range(5)]
-    return subspace.neuron(*columns, steepness)
+    return subspace.neuron(*columns, settings.steepness, settings.max_exponent)
 
 
 def _reduce(values: torch.Tensor, dim: int) -> torch.Tensor:
@@ -107,12 +120,13 @@ def _flat(x: torch.Tensor, dim: int) -> tuple[int, int, int]:
 
 
 def _kernel_arguments(x: torch.Tensor, settings: Settings) -> tuple:
-    """The fused kernel's (outer, neurons, inner, epsilon, steepness, max_value,
-    critical_paper), shared by its forward and backward."""
+    """The fused kernel's (outer, neurons, inner, epsilon, steepness, max_exponent,
+    max_value, critical_paper), shared by its forward and backward."""
     return (
         *_flat(x, settings.dim),
         settings.epsilon,
         settings.steepness,
+        settings.max_exponent,
         settings.max_value,
         settings.critical == "paper",
     )
@@ -125,19 +139,26 @@ def forward_values(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings) ->
         return _extension().forward(
             x.contiguous(), coeffs.contiguous(), *_kernel_arguments(x, settings)
         )
+    if settings.backend == "triton":
+        from deu import _triton
+
+        y = _triton.forward(x.contiguous(), coeffs, settings)
+        if y is not None:  # None: the kernels failed (warned once); the PyTorch path runs
+            return y
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
     shape = _neuron_shape(x, settings.dim)
     parts = []
     for s, idx in _groups(index, lambda bad: unclassified_error(coeffs, bad)):
         subspace = SUBSPACES[s]
-        k = _neuron_quantities(subspace, _take(effective, 0, idx), shape, settings.steepness)
+        k = _neuron_quantities(subspace, _take(effective, 0, idx), shape, settings)
         parts.append((idx, subspace.value(_take(x, settings.dim, idx), k)))
     return _assemble(parts, settings.dim).clamp(-settings.max_value, settings.max_value)
 
 
-def _evaluate_at(subspace, coeffs: torch.Tensor, t: torch.Tensor, steepness: float):
+def _evaluate_at(subspace, coeffs: torch.Tensor, t: torch.Tensor, settings: Settings):
     """(y, dy/dt) per neuron at one point t per neuron (all shapes (n,))."""
-    outputs = subspace.derivatives(t, subspace.neuron(*coeffs.unbind(1), steepness))
+    k = subspace.neuron(*coeffs.unbind(1), settings.steepness, settings.max_exponent)
+    outputs = subspace.derivatives(t, k)
     return outputs[0], outputs[1]
 
 
@@ -180,7 +201,7 @@ def _matched_initial_conditions(
     t_star: torch.Tensor,
     f: torch.Tensor,
     df: torch.Tensor,
-    steepness: float,
+    settings: Settings,
 ) -> torch.Tensor:
     """c1, c2 of the neighbour h so that h(t*) = f and h'(t*) = f' (a batched 2x2 solve).
 
@@ -193,7 +214,7 @@ def _matched_initial_conditions(
     def with_ic(c1: float, c2: float) -> tuple[torch.Tensor, torch.Tensor]:
         trial = coeffs.clone()
         trial[:, _C1], trial[:, _C2] = c1, c2
-        return _evaluate_at(neighbour, trial, t_star, steepness)
+        return _evaluate_at(neighbour, trial, t_star, settings)
 
     h0, dh0 = with_ic(0.0, 0.0)
     h1, dh1 = with_ic(1.0, 0.0)
@@ -227,7 +248,7 @@ def _neighbours(subspace, coeffs_raw, effective, t_star, settings, neurons):
     singular = [p for p, zero in zip((_A, _B, _C), subspace.zero, strict=True) if zero]
     if not singular:
         return
-    f, df = _evaluate_at(subspace, effective, t_star, settings.steepness)
+    f, df = _evaluate_at(subspace, effective, t_star, settings)
     for p in singular:
         moved = effective.clone()
         raw = coeffs_raw[:, p]
@@ -244,7 +265,7 @@ def _neighbours(subspace, coeffs_raw, effective, t_star, settings, neurons):
                 _take(t_star, 0, idx),
                 _take(f, 0, idx),
                 _take(df, 0, idx),
-                settings.steepness,
+                settings,
             )
             h_coeffs[:, _C1], h_coeffs[:, _C2] = initial[:, 0], initial[:, 1]
             yield p, s, idx, h_coeffs
@@ -282,7 +303,7 @@ def _gravitation(
         subspace, coeffs_raw, effective, t_star, settings, neurons
     ):
         neighbour = SUBSPACES[s]
-        k = _neuron_quantities(neighbour, h_coeffs, shape, settings.steepness)
+        k = _neuron_quantities(neighbour, h_coeffs, shape, settings)
         d = neighbour.derivatives(_take(x, dim, idx), k)[_OUTPUT_OF_COEFF[p]]
         if d is None:
             continue
@@ -310,6 +331,14 @@ def backward_values(
         )
     if settings.backend == "cpp":
         return _fused_backward(x, coeffs, g, settings, need_input, need_coeffs)
+    if settings.backend == "triton":
+        from deu import _triton
+
+        grads = _triton.backward(
+            x.contiguous(), coeffs, g.contiguous(), settings, need_input, need_coeffs
+        )
+        if grads is not None:  # None: the kernels failed (warned once); the PyTorch path runs
+            return grads
     dim = settings.dim
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
     shape = _neuron_shape(x, dim)
@@ -317,7 +346,7 @@ def backward_values(
     for s, idx in _groups(index, lambda bad: unclassified_error(coeffs, bad)):
         subspace = SUBSPACES[s]
         group_coeffs = _take(effective, 0, idx)
-        k = _neuron_quantities(subspace, group_coeffs, shape, settings.steepness)
+        k = _neuron_quantities(subspace, group_coeffs, shape, settings)
         xs = _take(x, dim, idx)
         outputs = subspace.derivatives(xs, k)
         # The output clamp passes no gradient where it is active.
@@ -326,12 +355,16 @@ def backward_values(
             input_parts.append((idx, gs * outputs[1]))
         if not need_coeffs:
             continue
+        # In a subspace where p is zero, its output is the derived gravitation term.
+        keep = [
+            settings.gravitation == "derived" or j >= 3 or not subspace.zero[j] for j in range(5)
+        ]
         columns = [
-            _reduce(gs * d, dim) if d is not None else torch.zeros_like(group_coeffs[:, 0])
-            for d in (outputs[o] for o in _OUTPUT_OF_COEFF)
+            _reduce(gs * d, dim) if d is not None and kept else torch.zeros_like(group_coeffs[:, 0])
+            for d, kept in zip((outputs[o] for o in _OUTPUT_OF_COEFF), keep, strict=True)
         ]
         group_grad = torch.stack(columns, dim=1)
-        if settings.gravitation:
+        if settings.gravitation == "neighbour":
             group_grad = group_grad + _gravitation(
                 subspace, _take(coeffs, 0, idx), group_coeffs, xs, gs, settings, idx
             )
@@ -363,7 +396,8 @@ def _fused_backward(x, coeffs, g, settings, need_input, need_coeffs):
         g.contiguous(),
         coeffs.contiguous(),
         *_kernel_arguments(x, settings),
-        settings.gravitation,
+        settings.gravitation == "neighbour",
+        settings.gravitation == "derived",
         need_input,
         need_coeffs,
     )
@@ -406,19 +440,22 @@ def deu_forward(
     dim: int,
     epsilon: float,
     steepness: float,
+    max_exponent: float,
     max_value: float,
-    gravitation: bool,
+    gravitation: str,
     critical: str,
     backend: str,
 ) -> torch.Tensor:
     if backend != "cpp":  # the fused kernel checks them itself, in one pass
         _check_finite(coeffs)
-    settings = Settings(dim, epsilon, steepness, max_value, gravitation, critical, backend)
+    settings = Settings(
+        dim, epsilon, steepness, max_exponent, max_value, gravitation, critical, backend
+    )
     return _in_layout_of(forward_values(x, coeffs, settings), x)
 
 
 @deu_forward.register_fake
-def _(x, coeffs, dim, epsilon, steepness, max_value, gravitation, critical, backend):
+def _(x, coeffs, dim, epsilon, steepness, max_exponent, max_value, gravitation, critical, backend):
     return torch.empty_like(x)
 
 
@@ -430,14 +467,17 @@ def deu_backward(
     dim: int,
     epsilon: float,
     steepness: float,
+    max_exponent: float,
     max_value: float,
-    gravitation: bool,
+    gravitation: str,
     critical: str,
     backend: str,
     need_input: bool,
     need_coeffs: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    settings = Settings(dim, epsilon, steepness, max_value, gravitation, critical, backend)
+    settings = Settings(
+        dim, epsilon, steepness, max_exponent, max_value, gravitation, critical, backend
+    )
     grad_x, grad_coeffs = backward_values(
         x, coeffs, grad_output.contiguous(), settings, need_input, need_coeffs
     )
@@ -455,6 +495,7 @@ def _(
     dim,
     epsilon,
     steepness,
+    max_exponent,
     max_value,
     gravitation,
     critical,

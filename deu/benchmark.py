@@ -178,7 +178,11 @@ def masked_every_subspace(x: torch.Tensor, coeffs: torch.Tensor, *, dim: int = 1
             (*INSIDE_POINTS[subspace.name], 0.0, 0.0), dtype=coeffs.dtype, device=coeffs.device
         )
         lanes = torch.where(mask.unsqueeze(1), effective, inside)
-        k = subspace.neuron(*(lanes[:, j].reshape(shape) for j in range(5)), DEFAULTS["steepness"])
+        k = subspace.neuron(
+            *(lanes[:, j].reshape(shape) for j in range(5)),
+            DEFAULTS["steepness"],
+            DEFAULTS["max_exponent"],
+        )
         output = output + mask.to(x.dtype).reshape(shape) * subspace.value(x, k)
     return _clamp(output)
 
@@ -198,7 +202,7 @@ def per_neuron_loop(x: torch.Tensor, coeffs: torch.Tensor, *, dim: int = 1) -> t
     columns = []
     for i, s in enumerate(index.tolist()):
         subspace = SUBSPACES[s]
-        k = subspace.neuron(*effective[i].unbind(), DEFAULTS["steepness"])
+        k = subspace.neuron(*effective[i].unbind(), DEFAULTS["steepness"], DEFAULTS["max_exponent"])
         columns.append(subspace.value(x.select(dim, i), k))
     return _clamp(torch.stack(columns, dim=dim))
 

@@ -2,26 +2,57 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import torch
 
-from deu._autograd import deu_forward
+from deu._autograd import GRAVITATION_RULES, deu_forward
+from deu._generated import MAX_EXP_CAP
 from deu._subspaces import CRITICAL_RULES
 
-__all__ = ["deu", "BACKENDS"]
+__all__ = ["deu", "BACKENDS", "DEFAULT_MAX_EXPONENT", "GRAVITATION_RULES", "PAPER_MAX_EXPONENT"]
 
-BACKENDS = ("auto", "torch", "cpp")
+BACKENDS = ("auto", "torch", "cpp", "triton")
+# The cap on every exponent of the closed forms. The paper's published code caps
+# at 14, against overflow only; then a homogeneous mode can grow by e^14 ~ 1.2e6
+# for t < 0, and so can y's gradients in the coefficients, which makes training
+# spike and diverge (EXPERIMENTS.md, stability). The default bounds every mode
+# by e^4 ~ 55, chosen by that experiment.
+DEFAULT_MAX_EXPONENT = 4.0
+PAPER_MAX_EXPONENT = 14.0
+
+
+_TRITON_IMPORTS: dict[str, bool] = {}
+
+
+def _triton_imports() -> bool:
+    """Whether triton imports (tried once; while torch.compile traces, never tried)."""
+    if "triton" not in _TRITON_IMPORTS:
+        if torch.compiler.is_compiling():
+            return "triton" in sys.modules
+        try:
+            import triton  # noqa: F401
+        except Exception:  # noqa: BLE001 - absent or broken: the Triton backend is off
+            _TRITON_IMPORTS["triton"] = False
+        else:
+            _TRITON_IMPORTS["triton"] = True
+    return _TRITON_IMPORTS["triton"]
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """The concrete backend for ``backend`` on ``device``: "torch" or "cpp".
+    """The concrete backend for ``backend`` on ``device``: "torch", "cpp" or "triton".
 
-    "auto" is the fused CPU kernel ("cpp") for CPU tensors and the generated
+    "auto" is the fused CPU kernel ("cpp") for CPU tensors, the Triton kernels
+    ("triton") for CUDA and ROCm tensors when triton imports, and the generated
     PyTorch kernels elsewhere. The CPU kernel is compiled with the system C++
     compiler at first use (about a minute, then cached by PyTorch under
     ``~/.cache/torch_extensions``); if that fails, for instance with no
     compiler, the PyTorch kernels are used instead, with one warning per
-    process. While torch.compile traces, nothing is built: "cpp" is used only
-    if an earlier eager call built it. "torch" never needs a compiler.
+    process; the same holds for a Triton kernel that fails to compile. While
+    torch.compile traces, nothing is built: "cpp" is used only if an earlier
+    eager call built it. "torch" never needs a compiler. "triton" on CPU tensors
+    runs Triton's interpreter, and only when TRITON_INTERPRET=1 is set.
     """
     from deu import _cpp
 
@@ -29,13 +60,40 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch":
         return "torch"
+    if backend == "triton":
+        if not _triton_imports():
+            raise ValueError("backend 'triton' needs the triton package, which does not import")
+        if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(
+                "backend 'triton' runs on CUDA and ROCm devices; on CPU tensors only under "
+                "Triton's interpreter, with TRITON_INTERPRET=1 set (it is not set here)"
+            )
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(
+                f"backend 'triton' runs on CUDA and ROCm devices; the input is on {device}"
+            )
+        return "triton"
     if device.type != "cpu":
         if backend == "cpp":
             raise ValueError(f"backend 'cpp' runs on the CPU; the input is on {device}")
-        return "torch"
+        # ROCm builds of torch call their devices "cuda" too.
+        return "triton" if device.type == "cuda" and _triton_imports() else "torch"
     if torch.compiler.is_compiling():
         return "cpp" if _cpp.loaded() else "torch"
     return "cpp" if _cpp.available() else "torch"
+
+
+def gravitation_rule(gravitation: bool | str) -> str:
+    """The rule for ``gravitation``: True is "derived", False is "off"."""
+    if gravitation is True:
+        return "derived"
+    if gravitation is False:
+        return "off"
+    if gravitation in GRAVITATION_RULES:
+        return str(gravitation)
+    raise ValueError(
+        f"gravitation must be True, False or one of {GRAVITATION_RULES}, got {gravitation!r}"
+    )
 
 
 def _validate(x: torch.Tensor, coeffs: torch.Tensor, dim: int, settings: dict) -> int:
@@ -71,6 +129,10 @@ def _validate(x: torch.Tensor, coeffs: torch.Tensor, dim: int, settings: dict) -
         value = settings[name]
         if not (value > 0 and value < float("inf")):
             raise ValueError(f"{name} must be positive and finite, got {value}")
+    if not 0 < settings["max_exponent"] <= MAX_EXP_CAP:
+        raise ValueError(
+            f"max_exponent must be in (0, {MAX_EXP_CAP:g}], got {settings['max_exponent']}"
+        )
     if settings["critical"] not in CRITICAL_RULES:
         raise ValueError(f"critical must be one of {CRITICAL_RULES}, got {settings['critical']!r}")
     return dim
@@ -83,8 +145,9 @@ def deu(
     dim: int = 1,
     epsilon: float = 0.01,
     steepness: float = 100.0,
+    max_exponent: float = DEFAULT_MAX_EXPONENT,
     max_value: float = 1000.0,
-    gravitation: bool = True,
+    gravitation: bool | str = True,
     critical: str = "nearest",
     backend: str = "auto",
 ) -> torch.Tensor:
@@ -102,13 +165,23 @@ def deu(
         epsilon: |a|, |b|, |c| below it count as zero; also the width of the
             critical-damping band |b^2 - 4ac| < epsilon.
         steepness: s of the sigmoid core sigmoid(s*t)/c used when a = b = 0.
+        max_exponent: every exponent of the closed forms is capped at it, so no
+            homogeneous mode grows beyond e^max_exponent (4: 55x). The paper's
+            code uses 14 (``PAPER_MAX_EXPONENT``); at most 80.
         max_value: the output is clamped to [-max_value, max_value].
-        gravitation: outward gravitation, the paper's gradients for coefficients
-            that sit in a singular subspace. With False those gradients are zero.
+        gravitation: outward gravitation, a gradient for a coefficient that sits
+            in a singular subspace (|p| < epsilon, so y does not depend on it).
+            True or "derived": the derived term of ``generated/SOLUTIONS.md``, the
+            first-order change of y with p's term added to the ODE (the exact
+            dy/dp at p = 0 where the order stays, the outer perturbation term
+            where it rises). "neighbour": the paper's, the gradient of the
+            nearest non-singular ODE matched in value and slope at the mean
+            input. False: those gradients are zero.
         critical: "nearest" (c = b^2/(4a) inside the band) or "paper"
             (a = |b|/2*sign(a), c = |b|/2*sign(c), to reproduce the paper).
         backend: "auto" (default: the fused CPU kernel on the CPU, built at first
-            use, and the generated PyTorch kernels elsewhere), "torch", or "cpp".
+            use, the Triton kernels on CUDA and ROCm devices where triton imports,
+            and the generated PyTorch kernels elsewhere), "torch", "cpp" or "triton".
             See :func:`resolve_backend`.
 
     Returns:
@@ -125,8 +198,9 @@ def deu(
     settings = dict(
         epsilon=float(epsilon),
         steepness=float(steepness),
+        max_exponent=float(max_exponent),
         max_value=float(max_value),
-        gravitation=bool(gravitation),
+        gravitation=gravitation_rule(gravitation),
         critical=critical,
     )
     dim = _validate(x, coeffs, dim, settings)
@@ -140,6 +214,7 @@ def deu(
         dim,
         settings["epsilon"],
         settings["steepness"],
+        settings["max_exponent"],
         settings["max_value"],
         settings["gravitation"],
         settings["critical"],

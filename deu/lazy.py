@@ -45,14 +45,14 @@ class LazyDEU(LazyModuleMixin, DEU):
     """
 
     cls_to_become = DEU
-    coeffs: UninitializedParameter  # type: ignore[assignment]
+    weight: UninitializedParameter  # type: ignore[assignment]
 
     def __init__(self, *, device=None, dtype=None, **kwargs) -> None:
         if isinstance(kwargs.get("init"), torch.Tensor):
             raise ValueError("LazyDEU takes a preset name or 'random' as init, not a tensor")
         super().__init__(1, device=device, dtype=dtype, **kwargs)
         self.num_neurons = 0
-        self.coeffs = UninitializedParameter(device=device, dtype=dtype)  # type: ignore[call-arg]
+        self.weight = UninitializedParameter(device=device, dtype=dtype)  # type: ignore[call-arg]
 
     def reset_parameters(self) -> None:
         if not self.has_uninitialized_params() and self.num_neurons != 0:
@@ -67,7 +67,7 @@ class LazyDEU(LazyModuleMixin, DEU):
                 )
             with torch.no_grad():
                 self.num_neurons = input.shape[self.dim]
-                self.coeffs.materialize((self.num_neurons, 5))
+                self.weight.materialize((self.num_neurons, 5))
                 self.reset_parameters()
 
 

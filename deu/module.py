@@ -9,7 +9,14 @@ from deu import functional as F
 from deu._generated import SUBSPACES
 from deu._subspaces import check_classified, classify
 
-__all__ = ["DEU", "PRESETS"]
+__all__ = ["DEU", "PRESETS", "DEFAULT_COEFFICIENT_SCALE"]
+
+# The coefficients are DEFAULT_COEFFICIENT_SCALE * weight, the learnable
+# parameter: an optimiser's step moves them 0.1x as far as an ordinary weight
+# under Adam (0.01x under SGD, whose step follows the gradient). Chosen by the
+# ablation experiment: with 1 (the paper's, which trains the coefficients like
+# biases) SGD with momentum at lr >= 0.03 makes DEU networks diverge.
+DEFAULT_COEFFICIENT_SCALE = 0.1
 
 # Named initialisations: (a, b, c, c1, c2) for every neuron, and what they give.
 PRESETS: dict[str, tuple[tuple[float, float, float, float, float], str]] = {
@@ -44,10 +51,27 @@ class DEU(nn.Module):
             ``(num_neurons, 5)``.
         epsilon: coefficients with magnitude below it count as zero. Default: 0.01.
         steepness: s of the sigmoid core used when a = b = 0. Default: 100.
+        max_exponent: the cap on every exponent of the closed forms, so that no
+            homogeneous mode grows beyond e^max_exponent. Default: 4 (14 with
+            ``paper=True``, the paper's code).
         max_value: outputs are clamped to [-max_value, max_value]. Default: 1000.
-        gravitation: the paper's outward gravitation for singular coefficients.
+        gravitation: outward gravitation, a gradient for coefficients below
+            epsilon: True or ``"derived"`` (default), ``"neighbour"`` (the paper's,
+            the default with ``paper=True``) or False; see ``deu.functional.deu``.
         critical: ``"nearest"`` or ``"paper"`` handling of the critical band.
-        backend: ``"auto"``, ``"torch"`` or ``"cpp"``; see ``deu.functional.deu``.
+            Default: ``"nearest"`` (``"paper"`` with ``paper=True``).
+        backend: ``"auto"``, ``"torch"``, ``"cpp"`` or ``"triton"``; see
+            ``deu.functional.deu``.
+        coefficient_scale: the coefficients are ``coefficient_scale * weight``,
+            where ``weight`` is the learnable parameter, so an optimiser moves
+            them at this fraction of its step for ordinary weights (an
+            equalised learning rate; no parameter groups needed). Default: 0.1
+            (1, the paper's, with ``paper=True``).
+        paper: the paper's exact rules: its exponent cap of 14, its critical
+            band rule a = c = |b|/2, its neighbour gravitation and its
+            coefficients trained like biases (scale 1), unless ``max_exponent``,
+            ``critical``, ``gravitation`` or ``coefficient_scale`` are given. The
+            default model differs from the paper in exactly these four.
 
     Shape:
         - Input: :math:`(N, C, *)` with ``C = num_neurons`` (or any shape whose
@@ -55,8 +79,11 @@ class DEU(nn.Module):
         - Output: same shape as the input.
 
     Attributes:
-        coeffs: the learnable ``(num_neurons, 5)`` coefficients, columns
-            (a, b, c, c1, c2).
+        weight: the learnable ``(num_neurons, 5)`` parameter.
+        coeffs: the coefficients ``coefficient_scale * weight``, columns (a, b,
+            c, c1, c2): a differentiable tensor computed from ``weight``. Set
+            them by assigning (``layer.coeffs = tensor``); an in-place change of
+            the returned tensor does not reach ``weight``.
 
     Examples::
 
@@ -74,10 +101,13 @@ class DEU(nn.Module):
         init: str | torch.Tensor = "random",
         epsilon: float = 0.01,
         steepness: float = 100.0,
+        max_exponent: float | None = None,
         max_value: float = 1000.0,
-        gravitation: bool = True,
-        critical: str = "nearest",
+        gravitation: bool | str | None = None,
+        critical: str | None = None,
         backend: str = "auto",
+        coefficient_scale: float | None = None,
+        paper: bool = False,
         device=None,
         dtype=None,
     ) -> None:
@@ -96,26 +126,60 @@ class DEU(nn.Module):
         self.init = init if isinstance(init, str) else "tensor"
         self.epsilon = epsilon
         self.steepness = steepness
+        self.paper = bool(paper)
+        if max_exponent is None:
+            max_exponent = F.PAPER_MAX_EXPONENT if paper else F.DEFAULT_MAX_EXPONENT
+        self.max_exponent = float(max_exponent)
         self.max_value = max_value
+        if gravitation is None:
+            gravitation = "neighbour" if paper else True
+        F.gravitation_rule(gravitation)  # a clear error now rather than at the first call
         self.gravitation = gravitation
-        self.critical = critical
+        self.critical = critical if critical is not None else ("paper" if paper else "nearest")
         self.backend = backend
-        self.coeffs = nn.Parameter(torch.empty(num_neurons, 5, device=device, dtype=dtype))
+        if coefficient_scale is None:
+            coefficient_scale = 1.0 if paper else DEFAULT_COEFFICIENT_SCALE
+        if not 0 < coefficient_scale < float("inf"):
+            raise ValueError(
+                f"coefficient_scale must be positive and finite, got {coefficient_scale}"
+            )
+        self.coefficient_scale = float(coefficient_scale)
+        self.weight = nn.Parameter(torch.empty(num_neurons, 5, device=device, dtype=dtype))
         self._init_tensor = init.detach().clone() if isinstance(init, torch.Tensor) else None
         self.reset_parameters()
 
+    @property
+    def coeffs(self) -> torch.Tensor:
+        """The ODE coefficients (a, b, c, c1, c2) per neuron: coefficient_scale * weight."""
+        return self.weight * self.coefficient_scale
+
+    @coeffs.setter
+    def coeffs(self, value: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.weight.copy_(torch.as_tensor(value) / self.coefficient_scale)
+
     def reset_parameters(self) -> None:
         with torch.no_grad():
+            coeffs = torch.zeros(self.weight.shape, dtype=self.weight.dtype)
             if self._init_tensor is not None:
-                self.coeffs.copy_(self._init_tensor)
+                coeffs.copy_(self._init_tensor)
             elif self.init == "random":
                 # a, b, c in (0, 1), strictly positive; c1 = c2 = 0.
-                tiny = torch.finfo(self.coeffs.dtype).tiny
-                self.coeffs.zero_()
-                self.coeffs[:, :3].uniform_(0.0, 1.0).clamp_(min=tiny)
+                tiny = torch.finfo(coeffs.dtype).tiny
+                coeffs[:, :3].uniform_(0.0, 1.0).clamp_(min=tiny)
             else:
                 values, _ = PRESETS[self.init]
-                self.coeffs.copy_(torch.tensor(values).expand(self.num_neurons, 5))
+                coeffs.copy_(torch.tensor(values).expand(self.num_neurons, 5))
+            self.coeffs = coeffs
+        # Where the coefficients started, for deu.health (not saved with the model).
+        self.register_buffer("initial_coeffs", self.coeffs.detach().clone(), persistent=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints from before the coefficient scale stored the coefficients.
+        old, new = prefix + "coeffs", prefix + "weight"
+        if old in state_dict and new not in state_dict:
+            state_dict[new] = state_dict.pop(old) / self.coefficient_scale
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return F.deu(
@@ -124,6 +188,7 @@ class DEU(nn.Module):
             dim=self.dim,
             epsilon=self.epsilon,
             steepness=self.steepness,
+            max_exponent=self.max_exponent,
             max_value=self.max_value,
             gravitation=self.gravitation,
             critical=self.critical,
@@ -167,7 +232,11 @@ class DEU(nn.Module):
     def extra_repr(self) -> str:
         parts = [f"{self.num_neurons}", f"dim={self.dim}", f"init={self.init!r}"]
         parts += [f"epsilon={self.epsilon}", f"steepness={self.steepness}"]
-        parts += [f"max_value={self.max_value}", f"gravitation={self.gravitation}"]
+        parts += [f"max_exponent={self.max_exponent:g}", f"max_value={self.max_value}"]
+        parts.append(f"gravitation={self.gravitation!r}")
+        parts.append(f"coefficient_scale={self.coefficient_scale:g}")
+        if self.paper:
+            parts.append("paper=True")
         if self.critical != "nearest":
             parts.append(f"critical={self.critical!r}")
         if self.backend != "auto":

@@ -197,25 +197,30 @@ def test_nan_inputs_give_nan_in_their_own_elements_on_every_backend(cpu_kernel):
         assert torch.isfinite(y[[0, 2, 3]]).all(), backend
 
 
-def _float_kernel_against_float64(coeffs, t, max_value=1e7):
+def _float_kernel_against_float64(coeffs, t, max_value=1e7, max_exponent=4.0):
     """The fused kernel's float32 values and slopes, and the PyTorch path's in
     float64 at the same (float32) inputs."""
     c = torch.tensor([coeffs])
     x32 = t.float().reshape(-1, 1).requires_grad_()
     x64 = x32.detach().double().requires_grad_()
-    y32 = F.deu(x32, c, backend="cpp", max_value=max_value)
-    y64 = F.deu(x64, c.double(), backend="torch", max_value=max_value)
+    settings = dict(max_value=max_value, max_exponent=max_exponent)
+    y32 = F.deu(x32, c, backend="cpp", **settings)
+    y64 = F.deu(x64, c.double(), backend="torch", **settings)
     y32.sum().backward()
     y64.sum().backward()
     return (y32.detach().double(), x32.grad.double()), (y64.detach(), x64.grad)
 
 
-def test_the_float_kernels_exp_is_accurate_over_its_whole_range(cpu_kernel):
+@pytest.mark.parametrize("max_exponent", [4.0, 14.0, 80.0])
+def test_the_float_kernels_exp_is_accurate_over_its_whole_range(cpu_kernel, max_exponent):
     # a = 0, b = 1, c = -1, c1 = 1: y = e^t for t < 0 and 2 e^t - 1 for t > 0,
-    # with the exponent clamped to [-60, 14]. The kernel computes this exp
-    # inline in float (degree-7 Taylor after reduction by ln 2).
-    t = torch.linspace(-70.0, 16.0, 200_001)
-    (y, dy), (y_ref, dy_ref) = _float_kernel_against_float64((0.0, 1.0, -1.0, 1.0, 0.0), t)
+    # with the exponent clamped to [-60, max_exponent] (80: the largest cap, near
+    # float32's limit). The kernel computes this exp inline in float (degree-7
+    # Taylor after reduction by ln 2).
+    t = torch.linspace(-70.0, max_exponent + 2.0, 200_001)
+    (y, dy), (y_ref, dy_ref) = _float_kernel_against_float64(
+        (0.0, 1.0, -1.0, 1.0, 0.0), t, max_value=1e38, max_exponent=max_exponent
+    )
     float_ulp = 2.0**-23
     # Measured: at most 1 ulp off the exact value.
     assert ((y - y_ref).abs() <= 2 * float_ulp * y_ref.abs()).all()
@@ -256,7 +261,13 @@ def test_unclassifiable_neurons_raise_the_same_error_on_both_backends(cpu_kernel
     tiny = torch.tensor([good, [1e-20, 0.0, 0.0, 0.1, 0.2]] * 2)
     for backend in ("torch", "cpp"):
         x = torch.randn(4, 4, requires_grad=True)
-        y = F.deu(x, tiny.clone().requires_grad_(), epsilon=1e-30, backend=backend)
+        y = F.deu(
+            x,
+            tiny.clone().requires_grad_(),
+            epsilon=1e-30,
+            gravitation="neighbour",
+            backend=backend,
+        )
         with pytest.raises(
             ValueError, match=r"neurons 1, 3 have a gravitation neighbour \(c "
         ) as error:
@@ -289,28 +300,6 @@ def test_a_failed_kernel_build_falls_back_with_one_warning(monkeypatch):
 def test_unknown_or_misplaced_backends_are_rejected():
     with pytest.raises(ValueError, match="backend must be one of"):
         F.deu(torch.randn(2, 1), torch.zeros(1, 5), backend="maple")
-
-
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH: not compiled")
-def test_the_generated_cuda_source_compiles_with_nvcc(tmp_path):
-    result = subprocess.run(
-        [
-            "nvcc",
-            "-c",
-            "-std=c++17",
-            "-arch=sm_90",
-            "-Xcompiler",
-            "-Wall,-Werror",
-            str(GENERATED / "deu_cuda.cu"),
-            "-o",
-            str(tmp_path / "deu_cuda.o"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "deu_cuda.o").stat().st_size > 0
 
 
 def test_the_generated_header_compiles_as_plain_cpp(tmp_path):

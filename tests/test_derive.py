@@ -13,10 +13,23 @@ import sympy as sp
 
 from derive import pipeline
 from derive.differentiate import differentiate, resolve_dirac, smooth_delta
-from derive.printer import TORCH, PrinterError
+from derive.printer import CPP, TORCH, TRITON, PrinterError
 from derive.render import environment
 from derive.solve import Solution, solve
-from derive.spec import SUBSPACES, CappedExp, Sigmoid, a, b, by_name, c, c1, c2, s, t
+from derive.spec import (
+    SUBSPACES,
+    CappedExp,
+    Sigmoid,
+    a,
+    b,
+    by_name,
+    c,
+    c1,
+    c2,
+    max_exponent,
+    s,
+    t,
+)
 from derive.verify import VerificationError, check_denominators, residuals, verify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,34 +91,59 @@ def test_a_wrong_formula_injected_into_the_pipeline_stops_the_run(monkeypatch, t
         pipeline.derive_all(progress=False, jobs=1)
 
 
-def test_the_printer_rejects_unsupported_nodes_by_name():
+PRINTERS = {"torch": TORCH, "cpp": CPP, "triton": TRITON}
+
+
+@pytest.mark.parametrize("printer", PRINTERS.values(), ids=PRINTERS)
+def test_the_printer_rejects_unsupported_nodes_by_name(printer):
     with pytest.raises(PrinterError, match="tan"):
-        TORCH(sp.tan(t))
+        printer(sp.tan(t))
     with pytest.raises(PrinterError, match="DiracDelta"):
-        TORCH(sp.DiracDelta(t) * a)
+        printer(sp.DiracDelta(t) * a)
     with pytest.raises(PrinterError, match="only integer powers"):
-        TORCH(t ** sp.Rational(1, 3))
+        printer(t ** sp.Rational(1, 3))
     with pytest.raises(PrinterError, match="u\\(0\\) = 0"):
-        TORCH(sp.Heaviside(t))
+        printer(sp.Heaviside(t))
 
 
-def test_no_uncapped_exponential_can_be_printed():
+@pytest.mark.parametrize("printer", PRINTERS.values(), ids=PRINTERS)
+def test_no_uncapped_exponential_can_be_printed(printer):
     with pytest.raises(PrinterError, match="exp"):
-        TORCH(sp.exp(t))
+        printer(sp.exp(t))
+    assert "exp" in printer(CappedExp(t, max_exponent))  # the capped one prints
+
+
+def test_the_triton_printer_spells_the_generated_helpers():
+    assert (
+        TRITON(CappedExp(-c * t / b, max_exponent) * sp.sqrt(c / a))
+        == "_sqrt(c / a) * _exp(-c * t / b, max_exponent)"
+    )
+    assert TRITON((a + b) ** 3) == "_ipow((a + b), 3)"
+    assert TRITON(sp.Heaviside(t, 0) * sp.sin(t)) == "tl.sin(t) * _step(t)"
 
 
 def test_clamped_exponentials_differentiate_to_zero_where_the_clamp_is_active():
-    derivative = sp.diff(CappedExp(a * t), t)
-    assert derivative.subs({a: 1, t: 13}) == sp.exp(13)
-    assert derivative.subs({a: 1, t: 15}) == 0
-    assert derivative.subs({a: 1, t: -59}) == sp.exp(-59)
-    assert derivative.subs({a: 1, t: -61}) == 0
-    assert CappedExp(sp.Integer(20)) == sp.exp(14)
-    assert CappedExp(sp.Integer(-100)) == sp.exp(-60)
+    derivative = sp.diff(CappedExp(a * t, max_exponent), t)
+    assert derivative.subs({a: 1, t: 13, max_exponent: 14}) == sp.exp(13)
+    assert derivative.subs({a: 1, t: 15, max_exponent: 14}) == 0
+    assert derivative.subs({a: 1, t: 3, max_exponent: 4}) == sp.exp(3)
+    assert derivative.subs({a: 1, t: 5, max_exponent: 4}) == 0
+    assert derivative.subs({a: 1, t: -59, max_exponent: 4}) == sp.exp(-59)
+    assert derivative.subs({a: 1, t: -61, max_exponent: 4}) == 0
+    assert CappedExp(sp.Integer(20), sp.Integer(14)) == sp.exp(14)
+    assert CappedExp(sp.Integer(20), sp.Integer(4)) == sp.exp(4)
+    assert CappedExp(sp.Integer(-100), max_exponent) == sp.exp(-60)
+
+
+def test_the_cap_is_a_positive_symbol_so_exponents_at_or_below_zero_are_never_capped():
+    # exp(0) at t = 0 (where the Dirac terms sit) must evaluate, whatever the cap.
+    assert CappedExp(sp.Integer(0), max_exponent) == 1
+    assert CappedExp(sp.Integer(-3), max_exponent) == sp.exp(-3)
+    assert CappedExp(sp.Integer(3), max_exponent).func is CappedExp  # undecidable: kept
 
 
 def test_the_printer_keeps_precedence():
-    assert TORCH(CappedExp(-c * t / b)) == "_exp(-c * t / b)"
+    assert TORCH(CappedExp(-c * t / b, max_exponent)) == "_exp(-c * t / b, max_exponent)"
     assert TORCH(Sigmoid(s * t)) == "torch.sigmoid(s * t)"
     assert TORCH((a + b) ** 2) == "(a + b)**2"
     assert TORCH(-a / (b * c)) == "-a / (b * c)"
@@ -182,10 +220,10 @@ def test_check_reports_a_stale_file_with_a_unified_diff(tmp_path, fresh_files):
     for path, text in fresh_files.items():
         (tmp_path / path).write_text(text)
     (tmp_path / "kernels.py").write_text(
-        fresh_files["kernels.py"].replace("EXP_CAP = 14.0", "EXP_CAP = 15.0")
+        fresh_files["kernels.py"].replace("EXP_FLOOR = -60.0", "EXP_FLOOR = -61.0")
     )
     diff = pipeline.stale_diff(tmp_path, progress=False)
-    assert "-EXP_CAP = 15.0" in diff and "+EXP_CAP = 14.0" in diff
+    assert "-EXP_FLOOR = -61.0" in diff and "+EXP_FLOOR = -60.0" in diff
     assert "generated/kernels.py (checked in)" in diff
 
 

@@ -84,14 +84,15 @@ def test_fit_quick(tmp_path: Path) -> None:
     _check_tables(tmp_path, ("fit", "fit_runs"))
     rows = _read_csv(tmp_path / "fit.csv")
     labels = [row["model"] for row in rows]
-    assert labels[:3] == ["DEU 30", "ReLU 250", "Maxout 250 (3 pieces)"]
+    assert labels[:4] == ["DEU 30", "DEU 30 (paper)", "ReLU 250", "Maxout 250 (3 pieces)"]
     numbers = _numbers(rows)
     for column in ("train_mse_mean", "grid_mse_mean", "grid_mse_min", "grid_mse_max"):
         assert all(v >= 0.0 for v in numbers[column]), column
-    assert numbers["hidden_units"][:3] == [30, 250, 250]
+    assert numbers["hidden_units"][:4] == [30, 30, 250, 250]
     # 1->30 linear, 30 DEUs of 5 coefficients, 30->1 linear
     assert numbers["parameters"][0] == 60 + 150 + 31
-    assert numbers["parameters"][1] == 500 + 251
+    assert numbers["parameters"][1] == 60 + 150 + 31
+    assert numbers["parameters"][2] == 500 + 251
     runs = _numbers(_read_csv(tmp_path / "fit_runs.csv"))
     assert all(v >= 0.0 for v in runs["train_mse"] + runs["grid_mse"])
     for name in (

@@ -34,14 +34,16 @@ def _check_numbers_finite(rows: list[dict[str, str]], columns: list[str]) -> Non
             assert math.isfinite(float(row[column])), (column, row)
 
 
-def test_sine_quick_writes_both_gravitation_settings(tmp_path: Path) -> None:
+def test_sine_quick_writes_every_gravitation_setting(tmp_path: Path) -> None:
     summary = main(["sine", "--quick", "--out", str(tmp_path)])
 
     rows = _read_csv(tmp_path / "sine.csv")
-    assert {row["gravitation"] for row in rows} == {"on", "off"}
+    assert {row["gravitation"] for row in rows} == {"derived", "paper", "off"}
     assert {row["range"] for row in rows} == {"[-2pi, 2pi]", "[-2pi, 0]"}
-    assert len(rows) == 4
-    _check_numbers_finite(rows, ["a", "b", "c", "c1", "c2", "final_mse", "max_abs_error"])
+    assert len(rows) == 6
+    _check_numbers_finite(
+        rows, ["a", "b", "c", "c1", "c2", "final_mse", "max_abs_error", "abc_travel"]
+    )
     for row in rows:
         visited = row["subspaces_visited"].split(" > ")
         assert visited[0] == "a0_b_c0"  # the ReLU start
@@ -51,10 +53,12 @@ def test_sine_quick_writes_both_gravitation_settings(tmp_path: Path) -> None:
             # Without gravitation a, c stay exactly zero and the neuron stays a ReLU ramp.
             assert visited == ["a0_b_c0"]
             assert float(row["a"]) == 0.0 and float(row["c"]) == 0.0
+            # Only b can travel.
+            assert float(row["abc_travel"]) == pytest.approx(abs(float(row["b"]) - 1.0))
 
     totals = _read_csv(tmp_path / "sine_summary.csv")
     assert {(row["range"], row["gravitation"]) for row in totals} == {
-        (r, g) for r in ("[-2pi, 2pi]", "[-2pi, 0]") for g in ("on", "off")
+        (r, g) for r in ("[-2pi, 2pi]", "[-2pi, 0]") for g in ("derived", "paper", "off")
     }
     _check_numbers_finite(totals, ["runs", "reached_sin", "median_final_mse"])
 
@@ -70,10 +74,7 @@ def test_sine_quick_writes_both_gravitation_settings(tmp_path: Path) -> None:
     for name in ("sine_symmetric.png", "sine_negative.png"):
         _check_png(tmp_path / name)
     assert set(summary["runs"]) == {
-        "symmetric/grav",
-        "symmetric/nograv",
-        "negative/grav",
-        "negative/nograv",
+        f"{r}/{g}" for r in ("symmetric", "negative") for g in ("derived", "paper", "off")
     }
 
 

@@ -23,8 +23,9 @@ The references never reuse a generated formula:
   c = b^2/(4a) eliminated).
 
 Everything runs in float64 with fixed seeds, except the float32 test.  Sample
-ranges keep every exponent below 12 in magnitude, so the cap at EXP_CAP = 14
-is never active except in the test that is about the cap.
+ranges keep every exponent below 12 in magnitude, and the kernels are
+evaluated with the cap max_exponent = CAP = 14 (the paper's), so the cap is
+never active except in the tests that are about the cap.
 """
 
 import math
@@ -45,7 +46,8 @@ DERIV_OF = {"t": "dy_dt", "a": "dy_da", "b": "dy_db", "c": "dy_dc", "c1": "dy_dc
 
 N_SETS = 10  # coefficient sets per subspace
 N_T = 50  # t values per coefficient set
-MAX_EXPONENT = 10.0  # |rate * t| stays below this (< 12 < EXP_CAP)
+MAX_EXPONENT = 10.0  # |rate * t| stays below this (< 12 < CAP)
+CAP = 14.0  # the kernels' max_exponent input in these tests
 T_MAX = 6.0  # t range where no exponential limits it
 
 
@@ -142,7 +144,7 @@ def _col(x, dtype):
     return torch.as_tensor(np.asarray(x), dtype=dtype)[:, None]
 
 
-def neuron(sub, coef, dtype=torch.float64, **override):
+def neuron(sub, coef, dtype=torch.float64, cap=CAP, **override):
     """Per-neuron quantities for coefficient arrays (neuron axis first, shape (n, 1))."""
     p = {**coef, **override}
     return sub.neuron(
@@ -152,18 +154,19 @@ def neuron(sub, coef, dtype=torch.float64, **override):
         _col(p["c1"], dtype),
         _col(p["c2"], dtype),
         _col(p["s"], dtype),
+        cap,
     )
 
 
-def gen_value(sub, t, coef, dtype=torch.float64, **override):
-    k = neuron(sub, coef, dtype, **override)
+def gen_value(sub, t, coef, dtype=torch.float64, cap=CAP, **override):
+    k = neuron(sub, coef, dtype, cap, **override)
     return sub.value(torch.as_tensor(t, dtype=dtype), k).numpy()
 
 
-def gen_derivatives(sub, t, coef, dtype=torch.float64):
+def gen_derivatives(sub, t, coef, dtype=torch.float64, cap=CAP):
     """The 7 outputs as numpy arrays of t's shape; None stays None."""
     tt = torch.as_tensor(t, dtype=dtype)
-    out = sub.derivatives(tt, neuron(sub, coef, dtype))
+    out = sub.derivatives(tt, neuron(sub, coef, dtype, cap))
     assert len(out) == len(g.OUTPUTS) == 7
     return [
         None if d is None else torch.broadcast_to(torch.as_tensor(d), tt.shape).numpy() for d in out
@@ -465,34 +468,35 @@ def test_float32_evaluation_is_finite_and_close_to_float64(name):
 # --------------------------------------------------------------------------
 
 
-def test_exponent_cap_keeps_hyperbolic_growth_finite_and_bounded():
+@pytest.mark.parametrize("cap", [14.0, 4.0, 2.0])
+def test_exponent_cap_keeps_hyperbolic_growth_finite_and_bounded(cap):
     """a_b0_c_neg (y'' = kappa^2 y + 1/a): uncapped, e^{kappa t} overflows float64
-    at kappa*t ~ 710.  With every exponential capped at e^14, each of the terms
-    c1*cosh, c2*sinh/kappa, (cosh - 1)/(a kappa^2) is at most e^14 times its
-    coefficient, so |y| <= (|c1| + |c2|/kappa + 2/(|a| kappa^2)) * e^14, and y is
+    at kappa*t ~ 710.  With every exponential capped at e^cap, each of the terms
+    c1*cosh, c2*sinh/kappa, (cosh - 1)/(a kappa^2) is at most e^cap times its
+    coefficient, so |y| <= (|c1| + |c2|/kappa + 2/(|a| kappa^2)) * e^cap, and y is
     the same at any two t far beyond the cap."""
     sub = SUBSPACES["a_b0_c_neg"]
     a, c, c1, c2 = 0.5, -2.0, 1.5, -0.7
     kappa = math.sqrt(-c / a)
     coef = {k: np.array([v]) for k, v in dict(a=a, b=0.0, c=c, c1=c1, c2=c2, s=1.0).items()}
     t = np.array([[1e3, 1e4, 1e6, -1e3, -1e4, -1e6]])
-    bound = (abs(c1) + abs(c2) / kappa + 2 / (abs(a) * kappa**2)) * math.exp(g.EXP_CAP)
+    bound = (abs(c1) + abs(c2) / kappa + 2 / (abs(a) * kappa**2)) * math.exp(cap)
 
-    y = gen_value(sub, t, coef)
+    y = gen_value(sub, t, coef, cap=cap)
     assert np.all(np.isfinite(y)), f"value overflowed at huge |t|: {y}"
     assert np.all(np.abs(y) <= bound), f"|y| exceeds the capped bound {bound:.6g}: {y}"
     # Saturated: beyond the cap, y no longer depends on t (the decaying mode
-    # underflows to 0 exactly, the growing one is pinned at e^14).
+    # underflows to 0 exactly, the growing one is pinned at e^cap).
     np.testing.assert_array_equal(y[0, :3], y[0, 0])
     np.testing.assert_array_equal(y[0, 3:], y[0, 3])
     # And it is the capped value, not something clipped to 0: for t -> +inf,
-    # y = (c1/2 + c2/(2 kappa) + 1/(2 a kappa^2)) e^14 - 1/(a kappa^2).
-    expected = (c1 / 2 + c2 / (2 * kappa) + 1 / (2 * a * kappa**2)) * math.exp(g.EXP_CAP) - 1 / (
+    # y = (c1/2 + c2/(2 kappa) + 1/(2 a kappa^2)) e^cap - 1/(a kappa^2).
+    expected = (c1 / 2 + c2 / (2 * kappa) + 1 / (2 * a * kappa**2)) * math.exp(cap) - 1 / (
         a * kappa**2
     )
     assert y[0, 0] == pytest.approx(expected, rel=1e-12)
 
-    for out_name, d in zip(g.OUTPUTS, gen_derivatives(sub, t, coef), strict=True):
+    for out_name, d in zip(g.OUTPUTS, gen_derivatives(sub, t, coef, cap=cap), strict=True):
         if d is not None:
             assert np.all(np.isfinite(d)), f"{out_name} is not finite at huge |t|"
 

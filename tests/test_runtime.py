@@ -12,10 +12,13 @@ from hypothesis import strategies as st
 
 import deu
 from deu import functional as F
-from deu._autograd import _evaluate_at, _matched_initial_conditions
+from deu._autograd import Settings, _evaluate_at, _matched_initial_conditions
 from deu._subspaces import classify
 
 EPS = 0.01
+# The runtime settings the tests of the gravitation helpers evaluate with (the
+# paper's cap of 14, as the expected values below assume).
+SETTINGS = Settings(1, EPS, 100.0, 14.0, 1000.0, True, "nearest")
 NAMES = [s.name for s in SUBSPACES]
 
 # Coefficients well inside each subspace (a, b, c); c1, c2 are drawn per test.
@@ -189,14 +192,14 @@ def test_gravitation_gradient_is_the_gradient_of_the_matched_neighbour(dtype, rt
     x = (0.01 + 0.02 * torch.randn(64, 1, generator=gen)).to(dtype)
     g = torch.randn(64, 1, generator=gen).to(dtype)
     f = torch.tensor([[0.0, 1.0, 0.0, 0.3, 0.0]], dtype=dtype, requires_grad=True)
-    F.deu(x, f).backward(g)
+    F.deu(x, f, gravitation="neighbour", max_exponent=14.0).backward(g)
     gravitation_grad_a = f.grad[0, 0].item()
 
     t_star = x.mean().reshape(1, 1).detach()
 
     def value_and_slope(coeffs: torch.Tensor) -> tuple[float, float]:
         t = t_star.clone().requires_grad_()
-        y = F.deu(t, coeffs, gravitation=False)
+        y = F.deu(t, coeffs, gravitation=False, max_exponent=14.0)
         (slope,) = torch.autograd.grad(y.sum(), t)
         return y.item(), slope.item()
 
@@ -213,7 +216,7 @@ def test_gravitation_gradient_is_the_gradient_of_the_matched_neighbour(dtype, rt
     rhs = torch.tensor([target[0] - h00[0], target[1] - h00[1]], dtype=torch.float64)
     c1, c2 = torch.linalg.solve(m.double(), rhs).tolist()
     h = torch.tensor([[*base, c1, c2]], dtype=dtype, requires_grad=True)
-    F.deu(x, h, gravitation=False).backward(g)
+    F.deu(x, h, gravitation=False, max_exponent=14.0).backward(g)
     assert deu.subspaces(h) == ["a_b_c0"]
     assert gravitation_grad_a == pytest.approx(h.grad[0, 0].item(), rel=rtol)
 
@@ -231,15 +234,15 @@ def test_the_gravitation_neighbour_matches_value_and_slope_at_t_star(coeffs, p):
     effective, index = classify(f_coeffs, EPS)
     f_sub = SUBSPACES[index.item()]
     t_star = torch.tensor([0.4], dtype=torch.float64)
-    f, df = _evaluate_at(f_sub, effective, t_star, 100.0)
+    f, df = _evaluate_at(f_sub, effective, t_star, SETTINGS)
     moved = effective.clone()
     moved[:, p] = EPS
     moved_eff, h_index = classify(moved, EPS)
     h_sub = SUBSPACES[h_index.item()]
     assert h_sub.order == 2
-    ic = _matched_initial_conditions(h_sub, moved_eff, t_star, f, df, 100.0)
+    ic = _matched_initial_conditions(h_sub, moved_eff, t_star, f, df, SETTINGS)
     moved_eff[:, 3:] = ic
-    h, dh = _evaluate_at(h_sub, moved_eff, t_star, 100.0)
+    h, dh = _evaluate_at(h_sub, moved_eff, t_star, SETTINGS)
     assert h.item() == pytest.approx(f.item(), rel=1e-8, abs=1e-10)
     assert dh.item() == pytest.approx(df.item(), rel=1e-8, abs=1e-10)
 
@@ -249,14 +252,14 @@ def test_a_first_order_neighbour_matches_the_value():
     f_coeffs = torch.tensor([[0.0, 0.0, 1.5, 0.0, 0.0]], dtype=torch.float64)
     effective, index = classify(f_coeffs, EPS)
     t_star = torch.tensor([0.02], dtype=torch.float64)
-    f, df = _evaluate_at(SUBSPACES[index.item()], effective, t_star, 100.0)
+    f, df = _evaluate_at(SUBSPACES[index.item()], effective, t_star, SETTINGS)
     moved = effective.clone()
     moved[:, 1] = EPS
     moved_eff, h_index = classify(moved, EPS)
     h_sub = SUBSPACES[h_index.item()]
     assert h_sub.order == 1
-    moved_eff[:, 3:] = _matched_initial_conditions(h_sub, moved_eff, t_star, f, df, 100.0)
-    h, _ = _evaluate_at(h_sub, moved_eff, t_star, 100.0)
+    moved_eff[:, 3:] = _matched_initial_conditions(h_sub, moved_eff, t_star, f, df, SETTINGS)
+    h, _ = _evaluate_at(h_sub, moved_eff, t_star, SETTINGS)
     assert h.item() == pytest.approx(f.item(), rel=1e-8)
 
 
@@ -307,7 +310,7 @@ def test_state_dict_round_trip_and_dtype_conversion():
     clone.load_state_dict(model.state_dict())
     x = torch.randn(4, 3)
     assert torch.equal(model(x), clone(x))
-    assert set(model.state_dict()) == {"0.weight", "0.bias", "1.coeffs"}
+    assert set(model.state_dict()) == {"0.weight", "0.bias", "1.weight"}
     double = model.double()
     assert double[1].coeffs.dtype == torch.float64
     assert double(x.double()).dtype == torch.float64
@@ -323,7 +326,7 @@ def test_half_precision_is_computed_in_float32_and_returned_in_its_dtype(dtype):
     assert y.dtype == dtype
     assert torch.allclose(y.float(), layer(x.to(dtype).float()).to(dtype).float())
     y.float().sum().backward()
-    assert torch.isfinite(layer.coeffs.grad).all()
+    assert torch.isfinite(layer.weight.grad).all()
 
 
 def test_runs_under_cpu_autocast():
@@ -332,7 +335,7 @@ def test_runs_under_cpu_autocast():
         y = model(torch.randn(16, 5))
     y.float().sum().backward()
     assert torch.isfinite(y.float()).all()
-    assert torch.isfinite(model[1].coeffs.grad).all()
+    assert torch.isfinite(model[1].weight.grad).all()
 
 
 def test_nan_in_the_input_stays_in_its_own_elements():
@@ -353,10 +356,10 @@ def test_torch_compile_runs_and_matches_eager():
     x = torch.randn(16, 4)
     assert torch.allclose(compiled(x), model(x), rtol=1e-5, atol=1e-6)
     compiled(x).sum().backward()
-    compiled_grad = model[1].coeffs.grad.clone()
+    compiled_grad = model[1].weight.grad.clone()
     model.zero_grad()
     model(x).sum().backward()
-    assert torch.allclose(compiled_grad, model[1].coeffs.grad, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(compiled_grad, model[1].weight.grad, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -519,11 +522,16 @@ def test_float32_neurons_at_the_critical_band_edge_stay_finite():
     [(0.0, 1.0, 1.0, 1e-2, 0.0), (1.0, 0.0, -1.0, 0.2, 0.1), (1.0, 0.5, 0.02, 0.1, 0.3)],
 )
 @pytest.mark.parametrize("backend", ["torch", "auto"])
-def test_gradients_are_those_of_the_capped_function_where_the_cap_is_active(coeffs, backend):
-    """Inputs far enough out that exp's argument exceeds EXP_CAP: gradcheck still holds."""
+@pytest.mark.parametrize("max_exponent", [14.0, 4.0])
+def test_gradients_are_those_of_the_capped_function_where_the_cap_is_active(
+    coeffs, backend, max_exponent
+):
+    """Inputs far enough out that exp's argument exceeds the cap: gradcheck still holds."""
     c = torch.tensor([coeffs], dtype=torch.float64, requires_grad=True)
     x = torch.tensor([[-20.0], [-17.5], [16.0], [19.0]], dtype=torch.float64, requires_grad=True)
-    fn = lambda x, c: F.deu(x, c, gravitation=False, max_value=1e12, backend=backend)  # noqa: E731
+    fn = lambda x, c: F.deu(  # noqa: E731
+        x, c, gravitation=False, max_value=1e12, max_exponent=max_exponent, backend=backend
+    )
     assert torch.autograd.gradcheck(fn, (x, c), eps=1e-6, atol=1e-5, rtol=1e-6)
 
 
@@ -534,3 +542,146 @@ def test_decayed_modes_give_no_subnormal_floats():
     y = F.deu(x, coeffs)
     tiny = torch.finfo(torch.float32).tiny
     assert ((y == 0) | (y.abs() >= tiny)).all(), y.abs().min()
+
+
+# --------------------------------------------------------------------------
+# The exponent cap (max_exponent), the paper's rules, deu.health
+# --------------------------------------------------------------------------
+
+
+def _capped_overdamped_homogeneous(t, a, b, c, c1, c2, cap):
+    """y for t < 0 of an overdamped neuron, written out here: the modes
+    e^{r1 t}, e^{r2 t} of a r^2 + b r + c = 0, each exponent clamped to cap."""
+    disc = math.sqrt(b * b - 4 * a * c)
+    r1, r2 = (-b - disc) / (2 * a), (-b + disc) / (2 * a)
+    e1 = torch.exp(torch.clamp(r1 * t, max=cap))
+    e2 = torch.exp(torch.clamp(r2 * t, max=cap))
+    # y(0) = c1 and y'(0) = c2: A + B = c1, r1 A + r2 B = c2.
+    big_a = (c2 - r2 * c1) / (r1 - r2)
+    return big_a * e1 + (c1 - big_a) * e2
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+@pytest.mark.parametrize("cap", [2.0, 4.0, 14.0])
+def test_max_exponent_caps_each_homogeneous_mode(backend, cap):
+    """a = 0.05, b = 0.8, c = 0.4: the fast mode grows like e^{15.5 |t|} for t < 0.
+    Its exponent is clamped at max_exponent, mode by mode (an independent formula)."""
+    a, b, c, c1, c2 = 0.05, 0.8, 0.4, 0.7, -0.3
+    t = torch.linspace(-6.0, -0.01, 200, dtype=torch.float64).reshape(-1, 1)
+    coeffs = torch.tensor([[a, b, c, c1, c2]], dtype=torch.float64)
+    y = F.deu(t, coeffs, max_exponent=cap, max_value=1e12, backend=backend)
+    expected = _capped_overdamped_homogeneous(t, a, b, c, c1, c2, cap)
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+    # The bound the cap promises: |y| <= (|A| + |B|) e^cap.
+    assert y.abs().max() <= (abs(c1) + 2 * abs(c2) + 10) * math.exp(cap)
+
+
+def test_max_exponent_bounds_the_coefficient_gradients_for_t_below_zero():
+    """The issue's example: mean c1/c2 gradient of mean(y) over standard-normal
+    inputs at a = 0.05, b = 0.8, c = 0.4 is ~1e4 with the paper's cap (14) and
+    at most e^4 with the default (4)."""
+    torch.manual_seed(0)
+    x = torch.randn(4096, 1, dtype=torch.float64)
+    grads = {}
+    for cap in (14.0, 4.0):
+        coeffs = torch.tensor([[0.05, 0.8, 0.4, 0.0, 0.0]], dtype=torch.float64)
+        coeffs.requires_grad_()
+        F.deu(x, coeffs, max_exponent=cap).mean().backward()
+        grads[cap] = coeffs.grad[0, 3:].abs()
+    assert (grads[14.0] > 1e3).all(), grads[14.0]
+    assert (grads[4.0] <= math.exp(4.0)).all(), grads[4.0]
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, 80.5, float("nan"), float("inf")])
+def test_max_exponent_out_of_range_is_a_clear_error(bad):
+    x = torch.randn(3, 2)
+    with pytest.raises(ValueError, match=r"max_exponent must be in \(0, 80\], got"):
+        F.deu(x, torch.zeros(2, 5) + 0.5, max_exponent=bad)
+    with pytest.raises(ValueError, match="max_exponent must be in"):
+        deu.DEU(2, max_exponent=bad)(x)
+
+
+def test_paper_true_is_the_papers_cap_and_critical_rule_unless_overridden():
+    default, paper = deu.DEU(3), deu.DEU(3, paper=True)
+    assert (default.max_exponent, default.critical) == (F.DEFAULT_MAX_EXPONENT, "nearest")
+    assert (paper.max_exponent, paper.critical) == (14.0, "paper")
+    assert "paper=True" in repr(paper) and "max_exponent=14" in repr(paper)
+    override = deu.DEU(3, paper=True, max_exponent=6.0, critical="nearest")
+    assert (override.max_exponent, override.critical) == (6.0, "nearest")
+    # The paper's model computes F.deu with exactly those settings.
+    torch.manual_seed(1)
+    x = 3 * torch.randn(64, 3, dtype=torch.float64)
+    layer = deu.DEU(3, paper=True).double()
+    expected = F.deu(x, layer.coeffs, max_exponent=14.0, critical="paper")
+    assert torch.equal(layer(x), expected)
+
+
+def test_health_reports_subspaces_movement_gradients_and_clamped_outputs():
+    torch.manual_seed(0)
+    layer = deu.DEU(3, init=torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0]] * 2 + [[1.0, 0, 1, 0, 0]]))
+    layer.max_value = 1.5  # the ramps exceed it for t > 1.5
+    model = torch.nn.Sequential(torch.nn.Identity(), layer)
+    x = torch.linspace(-3, 3, 601).reshape(-1, 1).expand(601, 3).contiguous()
+    report = deu.health(model, x)
+    assert len(report) == 1
+    layer_report = report[0]
+    assert layer_report.name == "1"
+    assert layer_report.subspaces == {"a0_b_c0": 2, "a_b0_c_pos": 1}
+    assert layer_report.grad_norm is None
+    assert all(v == 0 for v in layer_report.moved.values())
+    # Ramps at the clamp where t >= 1.5 (151 of the 601 points, 2 of 3 neurons);
+    # the oscillator 1 - cos t reaches 1.5 for t >= 2.0944 (91 points). The
+    # fraction is a float32 mean: 1e-6 relative.
+    assert layer_report.clamped == pytest.approx((2 * 151 + 91) / (3 * 601), rel=1e-6)
+    model(x).sum().backward()
+    moved = layer.coeffs.detach().clone()
+    moved[:, 3] += 0.25
+    layer.coeffs = moved
+    report = deu.health(model)
+    assert report[0].clamped is None
+    assert report[0].moved["c1"] == pytest.approx(0.25)
+    assert report[0].moved["a"] == 0
+    # The loss's gradient in the coefficients: weight's, divided by the scale.
+    expected_norm = (layer.weight.grad / layer.coefficient_scale).norm(dim=0)
+    for j, name in enumerate(("a", "b", "c", "c1", "c2")):
+        assert report[0].grad_norm[name] == pytest.approx(expected_norm[j].item())
+    assert "a0_b_c0 2" in str(report)
+
+
+def test_health_finds_lazy_layers_and_says_when_there_are_none():
+    model = deu.replace_activations(
+        torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU()), init="relu"
+    )
+    model(torch.randn(5, 2))
+    assert deu.health(model)[0].subspaces == {"a0_b_c0": 4}
+    assert str(deu.health(torch.nn.Linear(2, 2))) == "no DEU layers"
+    with pytest.raises(TypeError, match="model must be an nn.Module, got int"):
+        deu.health(3)
+
+
+def test_the_coefficients_are_the_scale_times_the_learnable_weight():
+    layer = deu.DEU(4, init="damped")
+    assert layer.coefficient_scale == 0.1 and deu.DEU(4, paper=True).coefficient_scale == 1.0
+    assert [name for name, _ in layer.named_parameters()] == ["weight"]
+    torch.testing.assert_close(layer.coeffs, 0.1 * layer.weight, rtol=0, atol=0)
+    torch.testing.assert_close(layer.coeffs[0], torch.tensor([1.0, 1, 1, 0, 0]))
+    # The gradient in weight is the scale times the gradient in the coefficients.
+    x = torch.randn(16, 4, dtype=torch.float64)
+    layer = layer.double()
+    layer(x).square().sum().backward()
+    coeffs = layer.coeffs.detach().clone().requires_grad_()
+    F.deu(x, coeffs).square().sum().backward()
+    torch.testing.assert_close(layer.weight.grad, 0.1 * coeffs.grad)
+    # Assigning sets the coefficients; the state dict holds the weight.
+    layer.coeffs = torch.full((4, 5), 0.5, dtype=torch.float64)
+    assert torch.equal(layer.weight.detach(), torch.full((4, 5), 5.0, dtype=torch.float64))
+    assert list(layer.state_dict()) == ["weight"]
+    with pytest.raises(ValueError, match="coefficient_scale must be positive and finite, got 0"):
+        deu.DEU(2, coefficient_scale=0)
+
+
+def test_a_checkpoint_that_stored_the_coefficients_loads_into_the_weight():
+    old = {"coeffs": torch.tensor([[0.2, 0.4, 0.6, 0.0, 1.0]])}
+    layer = deu.DEU(1)
+    layer.load_state_dict(old)
+    torch.testing.assert_close(layer.coeffs.detach(), old["coeffs"])

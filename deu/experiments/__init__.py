@@ -24,6 +24,11 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "ms per training batch of a 784-x-10 MLP: DEU/Maxout/PReLU/ReLU (Table 4)",
     ),
     "gallery": ("gallery", "one panel per subspace: y, dy/dt, dy/da, dy/db, dy/dc (Figure 3)"),
+    "stability": (
+        "stability",
+        "finite runs and loss spikes of ReLU/PReLU/SiLU/DEU over optimisers and learning rates",
+    ),
+    "ablation": ("ablation", "each candidate fix for DEU training stability on its own"),
 }
 
 __all__ = ["EXPERIMENTS"]

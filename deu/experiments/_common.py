@@ -135,6 +135,7 @@ class Maxout(nn.Module):
 
 ACTIVATIONS: dict[str, Callable[[int], nn.Module]] = {
     "DEU": lambda width: deu.DEU(width),
+    "DEU (paper)": lambda width: deu.DEU(width, paper=True),
     "ReLU": lambda width: nn.ReLU(),
     "LeakyReLU": lambda width: nn.LeakyReLU(0.01),
     "PReLU": lambda width: nn.PReLU(width),

@@ -72,6 +72,10 @@ def _relu_net(layers: int, width: int) -> nn.Sequential:
 # neurons at a*y'' + c*y = u(t) instead (an extra variant, not in the paper).
 MODELS: dict[str, tuple[str, Callable[[], nn.Sequential]]] = {
     "DEU 1x2": ("1x2", lambda: nn.Sequential(nn.Linear(2, 2), deu.DEU(2), nn.Linear(2, 1))),
+    "DEU 1x2 (paper)": (
+        "1x2",
+        lambda: nn.Sequential(nn.Linear(2, 2), deu.DEU(2, paper=True), nn.Linear(2, 1)),
+    ),
     "DEU 1x2 (init=oscillator)": (
         "1x2",
         lambda: nn.Sequential(nn.Linear(2, 2), deu.DEU(2, init="oscillator"), nn.Linear(2, 1)),

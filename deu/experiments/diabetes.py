@@ -42,7 +42,7 @@ from deu.experiments._common import (
     write_table,
 )
 
-ACTIVATIONS = ("DEU", "ReLU", "LeakyReLU", "SELU", "Swish", "Maxout")
+ACTIVATIONS = ("DEU", "DEU (paper)", "ReLU", "LeakyReLU", "SELU", "Swish", "Maxout")
 WIDTHS = (1, 2, 4, 8, 16)
 FOLDS = 3
 SEEDS = 5
@@ -243,6 +243,7 @@ def run(args) -> dict:
 
 COLOURS = {
     "DEU": "tab:red",
+    "DEU (paper)": "tab:pink",
     "ReLU": "tab:blue",
     "LeakyReLU": "tab:cyan",
     "SELU": "tab:green",

@@ -41,7 +41,7 @@ from deu.experiments._common import (
     write_table,
 )
 
-ACTIVATIONS = ("ReLU", "SELU", "PReLU", "DEU", "Maxout")
+ACTIVATIONS = ("ReLU", "SELU", "PReLU", "DEU", "DEU (paper)", "Maxout")
 MODELS = ("MLP", "CNN")
 LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 SEEDS = 5
@@ -286,13 +286,16 @@ def run(args) -> dict:
                 continue
             accuracies.append(accuracy(trained, x_test, y_test))
             history.append(curve)
-        paper_size, paper_mnist, paper_fashion = PAPER[(model_name, name)]
+        # Both DEU variants stand beside the paper's DEU numbers.
+        paper_size, paper_mnist, paper_fashion = PAPER[(model_name, name.split(" ")[0])]
         rows.append(
             {
                 "model": f"{model_name}-{name}",
                 "params": count_parameters(model),
                 "test_acc_mean": float(np.mean(accuracies)) if accuracies else float("nan"),
                 "test_acc_std": float(np.std(accuracies)) if accuracies else float("nan"),
+                "test_acc_min": float(np.min(accuracies)) if accuracies else float("nan"),
+                "test_acc_per_seed": " ".join(f"{a:.4f}" for a in accuracies),
                 "seeds": len(accuracies),
                 "diverged": diverged,
                 "lr": lr,
@@ -328,6 +331,7 @@ COLOURS = {
     "SELU": "tab:green",
     "PReLU": "tab:cyan",
     "DEU": "tab:red",
+    "DEU (paper)": "tab:pink",
     "Maxout": "tab:orange",
 }
 

@@ -55,6 +55,10 @@ def target(t: np.ndarray) -> np.ndarray:
 # label -> (hidden units, builder).
 MODELS: dict[str, tuple[int, Callable[[], nn.Sequential]]] = {
     "DEU 30": (30, lambda: nn.Sequential(nn.Linear(1, 30), deu.DEU(30), nn.Linear(30, 1))),
+    "DEU 30 (paper)": (
+        30,
+        lambda: nn.Sequential(nn.Linear(1, 30), deu.DEU(30, paper=True), nn.Linear(30, 1)),
+    ),
     "ReLU 250": (250, lambda: nn.Sequential(nn.Linear(1, 250), nn.ReLU(), nn.Linear(250, 1))),
     "Maxout 250 (3 pieces)": (
         250,

@@ -13,9 +13,9 @@ coefficient derivatives are drawn:
 
 * dashed: gravitation off, the partial derivatives of the subspace's closed form.
   A coefficient that is zero in the subspace (say a and c for ReLU) has none.
-* dotted (only for those zero coefficients): gravitation on, the gradient that
-  outward gravitation gives training from a single sample at t (reference point
-  t* = t), the direction in which the neuron may leave the singular subspace.
+* dotted (only for those zero coefficients): gravitation on (the default,
+  derived rule), the gradient z_p that training gets at t, the direction in
+  which the neuron may leave the singular subspace.
 
 Before drawing, the run checks dy/dt against a central finite difference of y
 (and the closed-form dy/da, dy/db, dy/dc against finite differences in the
@@ -65,6 +65,10 @@ TABLE_POINTS = (-1.0, 0.5, 1.0, 2.0, 4.0)
 T_RANGE = (-2.0, 5.0)
 EPSILON = 0.01
 STEEPNESS = 100.0
+# The paper's exponent cap: over T_RANGE no exponent reaches it, so every panel
+# shows its subspace's closed form itself (the default cap, 4, would flatten
+# the growing modes beyond e^4 and put kinks into the finite-difference check).
+MAX_EXPONENT = deu.functional.PAPER_MAX_EXPONENT
 # The finite-difference check skips |t| < this (the step and the steep sigmoid).
 FD_SKIP = 0.05
 FD_STEP = 1e-6
@@ -79,7 +83,13 @@ def curves(
     rows = torch.tensor(coeffs, dtype=torch.float64).expand(t.shape[1], 5).clone()
     rows.requires_grad_(True)
     y = deu.functional.deu(
-        t, rows, dim=1, epsilon=EPSILON, steepness=STEEPNESS, gravitation=gravitation
+        t,
+        rows,
+        dim=1,
+        epsilon=EPSILON,
+        steepness=STEEPNESS,
+        max_exponent=MAX_EXPONENT,
+        gravitation=gravitation,
     )
     grad_t, grad_c = torch.autograd.grad(y.sum(), (t, rows))
     return {
@@ -96,7 +106,11 @@ def value(coeffs: tuple[float, ...], t: torch.Tensor) -> torch.Tensor:
     row = torch.tensor([coeffs], dtype=torch.float64)
     with torch.no_grad():
         out = deu.functional.deu(
-            t.to(torch.float64).reshape(-1, 1), row, epsilon=EPSILON, steepness=STEEPNESS
+            t.to(torch.float64).reshape(-1, 1),
+            row,
+            epsilon=EPSILON,
+            steepness=STEEPNESS,
+            max_exponent=MAX_EXPONENT,
         )
     return out.flatten()
 

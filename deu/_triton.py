@@ -1,0 +1,311 @@
+"""The Triton backend: hand-written kernels around the generated formulas.
+
+The formulas are ``deu._generated.deu_triton`` (rendered by ``python -m derive``
+from the same CSE'd expressions as the PyTorch kernels); this module loads,
+stores and reduces. Neurons are grouped by subspace exactly as the PyTorch path
+groups them (``deu._autograd._groups``), and each group runs one kernel compiled
+for its subspace only (a ``tl.constexpr``): no masked evaluation of every
+subspace. A program covers a tile of BLOCK_M rows (the elements of a neuron,
+over every axis but the neuron axis) by BLOCK_N of the group's neurons; the
+per-neuron quantities are computed in the program, on the device.
+
+The coefficient gradients are deterministic: each program writes its tile's
+per-neuron sums (in the input's dtype: float32 or float64) to a buffer of
+partials, one row per row block, and ``torch.sum`` adds the rows in a fixed
+order. No atomics.
+
+Outward gravitation: the default, derived rule's terms are outputs of the
+generated derivatives, summed in the backward kernel like every gradient. The
+paper's neighbour rule is not in the kernels: with it the backward kernel also
+writes the clamp-masked output gradient, and :func:`_gravitation_gradient` hands
+it to the PyTorch path's gravitation code (``deu._autograd._gravitation``),
+which runs on the device in eager PyTorch.
+
+triton is imported only when this module is: the runtime does not need it.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import triton
+import triton.language as tl
+
+from deu._autograd import Settings, _flat, _gravitation, _groups, _take
+from deu._generated import SUBSPACES
+from deu._generated.deu_triton import derivatives, value
+from deu._subspaces import classify, unclassified_error
+
+# Interpreted: triton.jit was applied with TRITON_INTERPRET=1 set, so the
+# kernels run in Python on CPU tensors (how the tests run them).
+INTERPRETED = not isinstance(value, triton.runtime.JITFunction)
+
+
+@triton.jit
+def _tile(neurons_ptr, n_group, rows, neurons, inner, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's neurons (global indices, and which are real) and the
+    offsets and mask of its elements in x viewed as (outer, neurons, inner)."""
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < n_group
+    # Columns past the group repeat its last neuron: same subspace, finite work.
+    neuron = tl.load(neurons_ptr + tl.minimum(cols, n_group - 1)).to(tl.int64)
+    j = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = j < rows
+    o = j // inner
+    i = j - o * inner
+    offsets = (o[:, None] * neurons + neuron[None, :]) * inner + i[:, None]
+    return neuron, col_ok, offsets, row_ok[:, None] & col_ok[None, :]
+
+
+@triton.jit
+def _coefficients(coeffs_ptr, neuron):
+    """(a, b, c, c1, c2) of the neurons, shaped (1, BLOCK_N) to broadcast."""
+    base = coeffs_ptr + neuron[None, :] * 5
+    return tl.load(base), tl.load(base + 1), tl.load(base + 2), tl.load(base + 3), tl.load(base + 4)
+
+
+@triton.jit
+def forward_kernel(
+    x_ptr,
+    y_ptr,
+    coeffs_ptr,
+    params_ptr,
+    neurons_ptr,
+    n_group,
+    rows,
+    neurons,
+    inner,
+    SUBSPACE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    neuron, col_ok, offsets, mask = _tile(
+        neurons_ptr, n_group, rows, neurons, inner, BLOCK_M, BLOCK_N
+    )
+    a, b, c, c1, c2 = _coefficients(coeffs_ptr, neuron)
+    # Steepness, bound and exponent cap in the input's dtype (a float argument
+    # would be float32).
+    steepness = tl.load(params_ptr)
+    bound = tl.load(params_ptr + 1)
+    cap = tl.load(params_ptr + 2)
+    t = tl.load(x_ptr + offsets, mask=mask, other=0.0)
+    y = value(SUBSPACE, t, a, b, c, c1, c2, steepness, cap)
+    # Comparisons keep NaN as NaN, as torch.clamp does.
+    y = tl.where(y > bound, bound, tl.where(y < -bound, -bound, y))
+    tl.store(y_ptr + offsets, y, mask=mask)
+
+
+@triton.jit
+def backward_kernel(
+    x_ptr,
+    g_ptr,
+    coeffs_ptr,
+    params_ptr,
+    neurons_ptr,
+    grad_x_ptr,
+    masked_g_ptr,
+    partials_ptr,
+    n_group,
+    rows,
+    neurons,
+    inner,
+    SUBSPACE: tl.constexpr,
+    NEED_INPUT: tl.constexpr,
+    NEED_COEFFS: tl.constexpr,
+    WRITE_MASKED_G: tl.constexpr,
+    SUM_A: tl.constexpr,
+    SUM_B: tl.constexpr,
+    SUM_C: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    neuron, col_ok, offsets, mask = _tile(
+        neurons_ptr, n_group, rows, neurons, inner, BLOCK_M, BLOCK_N
+    )
+    a, b, c, c1, c2 = _coefficients(coeffs_ptr, neuron)
+    steepness = tl.load(params_ptr)
+    bound = tl.load(params_ptr + 1)
+    cap = tl.load(params_ptr + 2)
+    t = tl.load(x_ptr + offsets, mask=mask, other=0.0)
+    g = tl.load(g_ptr + offsets, mask=mask, other=0.0)
+    y, dy_dt, dy_da, dy_db, dy_dc, dy_dc1, dy_dc2 = derivatives(
+        SUBSPACE, t, a, b, c, c1, c2, steepness, cap
+    )
+    # A coefficient that is zero in the subspace has the derived gravitation
+    # term as its output; SUM_* is False where that is not to be used.
+    if not SUM_A:
+        dy_da = tl.zeros_like(t)
+    if not SUM_B:
+        dy_db = tl.zeros_like(t)
+    if not SUM_C:
+        dy_dc = tl.zeros_like(t)
+    # The output clamp passes no gradient where it is active.
+    g = g * (tl.abs(y) <= bound).to(g.dtype)
+    if NEED_INPUT:
+        tl.store(grad_x_ptr + offsets, g * dy_dt, mask=mask)
+    if WRITE_MASKED_G:
+        tl.store(masked_g_ptr + offsets, g, mask=mask)
+    if NEED_COEFFS:
+        # Lanes outside the tensor may hold any value (even NaN): summed as 0.
+        out = partials_ptr + (tl.program_id(0).to(tl.int64) * neurons + neuron) * 5
+        tl.store(out, tl.sum(tl.where(mask, g * dy_da, 0.0), axis=0), mask=col_ok)
+        tl.store(out + 1, tl.sum(tl.where(mask, g * dy_db, 0.0), axis=0), mask=col_ok)
+        tl.store(out + 2, tl.sum(tl.where(mask, g * dy_dc, 0.0), axis=0), mask=col_ok)
+        tl.store(out + 3, tl.sum(tl.where(mask, g * dy_dc1, 0.0), axis=0), mask=col_ok)
+        tl.store(out + 4, tl.sum(tl.where(mask, g * dy_dc2, 0.0), axis=0), mask=col_ok)
+
+
+def blocks(inner: int, dtype: torch.dtype) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_N): a neuron's elements are contiguous runs of ``inner``.
+
+    With inner == 1 ((N, C), dim=-1) a row of neighbouring neurons is contiguous,
+    so a tile spans 16 neurons; otherwise one neuron and 1024 of its elements.
+    float64 tiles are half as large: at full size ptxas spills registers in
+    three subspaces' backward kernels (``make triton-report``).
+    """
+    rows = 64 if inner == 1 else 1024
+    if dtype == torch.float64:
+        rows //= 2
+    return (rows, 16) if inner == 1 else (rows, 1)
+
+
+_state: dict[str, BaseException] = {}
+
+
+def _usable(device: torch.device) -> bool:
+    """False after a kernel failed (warned once); raises for CPU tensors with
+    compiled (not interpreted) kernels."""
+    if device.type == "cpu" and not INTERPRETED:
+        raise ValueError(
+            "deu: backend 'triton' got CPU tensors, but its kernels were compiled for a GPU: "
+            "set TRITON_INTERPRET=1 before triton is first imported to run them interpreted"
+        )
+    return "failed" not in _state
+
+
+def _failed(error: BaseException) -> None:
+    _state["failed"] = error
+    warnings.warn(
+        f"deu: a Triton kernel failed to compile or launch ({type(error).__name__}: "
+        f"{str(error)[:2000]}); using the generated PyTorch path",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def _launch_plan(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings):
+    """Effective coefficients, (subspace, its neurons) groups and the shape numbers."""
+    effective, index = classify(coeffs, settings.epsilon, settings.critical)
+    groups = _groups(index, lambda bad: unclassified_error(coeffs, bad))
+    outer, neurons, inner = _flat(x, settings.dim)
+    rows = outer * inner
+    all_neurons = torch.arange(neurons, device=x.device)
+    plan = [(s, all_neurons if idx is None else idx) for s, idx in groups]
+    # Filled on the device (torch.tensor of a list would copy from the host and
+    # wait for the stream).
+    params = x.new_empty(3)
+    params[0], params[1], params[2] = settings.steepness, settings.max_value, settings.max_exponent
+    return effective.contiguous(), groups, plan, params, rows, neurons, inner
+
+
+def forward(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings) -> torch.Tensor | None:
+    """The clamped activation of contiguous ``x``; None if the kernels cannot run."""
+    if not _usable(x.device):
+        return None
+    effective, _, plan, params, rows, neurons, inner = _launch_plan(x, coeffs, settings)
+    y = torch.empty_like(x)
+    block_m, block_n = blocks(inner, x.dtype)
+    try:
+        for s, idx in plan:
+            if rows == 0:
+                break
+            grid = (triton.cdiv(rows, block_m), triton.cdiv(len(idx), block_n))
+            forward_kernel[grid](
+                x, y, effective, params, idx, len(idx), rows, neurons, inner,
+                SUBSPACE=s, BLOCK_M=block_m, BLOCK_N=block_n,
+            )  # fmt: skip
+    except Exception as error:  # noqa: BLE001 - any compile or launch failure: fall back
+        _failed(error)
+        return None
+    return y
+
+
+def _gravitation_gradient(x, coeffs, effective, masked_g, settings, groups) -> torch.Tensor:
+    """Outward gravitation's gradient (neurons, 5), from the PyTorch path's code.
+
+    The one place gravitation enters this backend: every group with a singular
+    coefficient, its inputs and clamp-masked output gradient, through
+    ``deu._autograd._gravitation``.
+    """
+    grad = torch.zeros_like(effective)
+    dim = settings.dim
+    for s, idx in groups:
+        subspace = SUBSPACES[s]
+        if not any(subspace.zero):
+            continue
+        contribution = _gravitation(
+            subspace,
+            _take(coeffs, 0, idx),
+            _take(effective, 0, idx),
+            _take(x, dim, idx),
+            _take(masked_g, dim, idx),
+            settings,
+            idx,
+        )
+        if idx is None:
+            grad += contribution
+        else:
+            grad[idx] += contribution
+    return grad
+
+
+def backward(
+    x: torch.Tensor,
+    coeffs: torch.Tensor,
+    g: torch.Tensor,
+    settings: Settings,
+    need_input: bool,
+    need_coeffs: bool,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(grad of x, grad of coeffs) for contiguous ``x`` and ``g``; empty where not
+    needed; None if the kernels cannot run."""
+    if not _usable(x.device):
+        return None
+    effective, groups, plan, params, rows, neurons, inner = _launch_plan(x, coeffs, settings)
+    block_m, block_n = blocks(inner, x.dtype)
+    row_blocks = triton.cdiv(rows, block_m)
+    nothing = x.new_empty(0)
+    grad_x = torch.empty_like(x) if need_input else nothing
+    partials = x.new_zeros((row_blocks, neurons, 5)) if need_coeffs else nothing
+    # Only groups with a singular coefficient have gravitation neighbours (the
+    # paper's rule; the derived rule's terms are outputs of the kernels).
+    gravitation = need_coeffs and settings.gravitation == "neighbour"
+    gravitation = gravitation and any(any(SUBSPACES[s].zero) for s, _ in plan)
+    masked_g = torch.zeros_like(x) if gravitation else nothing
+    try:
+        for s, idx in plan:
+            if rows == 0:
+                break
+            write_masked_g = gravitation and any(SUBSPACES[s].zero)
+            derived = settings.gravitation == "derived"
+            sums = [derived or not zero for zero in SUBSPACES[s].zero]
+            grid = (row_blocks, triton.cdiv(len(idx), block_n))
+            backward_kernel[grid](
+                x, g, effective, params, idx, grad_x, masked_g, partials,
+                len(idx), rows, neurons, inner,
+                SUBSPACE=s, NEED_INPUT=need_input, NEED_COEFFS=need_coeffs,
+                WRITE_MASKED_G=write_masked_g, SUM_A=sums[0], SUM_B=sums[1], SUM_C=sums[2],
+                BLOCK_M=block_m, BLOCK_N=block_n,
+            )  # fmt: skip
+    except Exception as error:  # noqa: BLE001 - any compile or launch failure: fall back
+        _failed(error)
+        return None
+    if not need_coeffs:
+        return grad_x, nothing
+    grad_coeffs = partials.sum(dim=0)  # a fixed order: deterministic
+    if gravitation:
+        grad_coeffs = grad_coeffs + _gravitation_gradient(
+            x, coeffs, effective, masked_g, settings, groups
+        )
+    return grad_x, grad_coeffs

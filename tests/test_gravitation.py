@@ -1,0 +1,208 @@
+"""The derived gravitation terms (derive/gravitation.py), checked independently.
+
+In a subspace where p in (a, b, c) is zero, the layer's gradient in p is z_p,
+the first-order change of y with p's term added to the ODE. Two kinds:
+
+* p keeps the ODE's order: z_p is the exact derivative dy/dp at p = 0 of the
+  smooth family. Checked against central differences across p = 0 of a
+  state-space (matrix exponential) solution of the ODE written here, which
+  knows nothing of subspaces.
+* p raises the order: z_p is the outer term of y = y0 + p z + O(p^2). Checked
+  against the construction written out here by hand, and for t > 0 against
+  one-sided differences of the true second-order solution with a small a,
+  whose fast mode has decayed there.
+
+Every comparison is per element, against the element's own size with a stated
+floor, on both backends, in float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.linalg import expm
+
+from deu import functional as F
+
+BACKENDS = ["torch", "auto"]
+
+
+def gradient(x, coeffs, g, backend, **settings):
+    """d(sum g*y)/d(coeffs), the layer's coefficient gradient."""
+    c = coeffs.clone().requires_grad_()
+    F.deu(x, c, backend=backend, **settings).backward(g)
+    return c.grad
+
+
+def per_point(t: torch.Tensor, coeffs: torch.Tensor, backend: str, p: int, **settings):
+    """dy/dp at each point of t (a column), from the layer's gravitation: every
+    point is its own neuron (the same coefficients), so each neuron's gradient
+    is one element's."""
+    n = t.numel()
+    x = t.reshape(1, n)
+    c = coeffs.reshape(1, 5).expand(n, 5).contiguous()
+    grad = gradient(x, c, torch.ones_like(x), backend, **settings)
+    return grad[:, p]
+
+
+def assert_close_per_element(actual, expected, rtol, floor, what):
+    """|actual - expected| <= rtol * |expected| + floor, element by element."""
+    bad = (actual - expected).abs() > rtol * expected.abs() + floor
+    assert not bad.any(), (
+        f"{what}: {int(bad.sum())} of {bad.numel()} elements differ, e.g. at "
+        f"{int(bad.nonzero()[0])}: {actual[bad][0].item()} vs {expected[bad][0].item()}"
+    )
+
+
+# (coefficients, the zero coefficient p): order-keeping directions, each subspace.
+ORDER_KEEPING = [
+    ((0.0, 1.3, 0.0, 0.4, 0.0), 2),  # ReLU ramp, c
+    ((0.0, -0.8, 0.0, 0.4, 0.0), 2),  # ramp with b < 0, c
+    ((0.9, 0.0, 0.0, 0.3, -0.5), 1),  # rectified quadratic, b
+    ((0.9, 0.0, 0.0, 0.3, -0.5), 2),  # rectified quadratic, c
+    ((0.7, 0.0, 1.6, 0.2, 0.6), 1),  # undamped oscillation, b
+    ((0.7, 0.0, -1.1, 0.2, 0.6), 1),  # hyperbolic, b
+    ((0.6, 0.9, 0.0, -0.3, 0.4), 2),  # ramp with transient, c
+    ((-0.6, 0.9, 0.0, -0.3, 0.4), 2),  # the same with a < 0, c
+]
+
+
+def state_space(t: np.ndarray, a: float, b: float, c: float, c1: float, c2: float):
+    """y(t) of a y'' + b y' + c y = u(t), y(0) = c1, y'(0) = c2 (first order if
+    a = 0: b y' + c y = u, y(0) = c1), by matrix exponentials: the state x = (y,
+    y') or (y,) with x' = M x + e u, augmented by the constant input so that a
+    singular M (c = 0) needs no inverse. Independent of the generated kernels."""
+    if a == 0:
+        m, e, x0 = np.array([[-c / b]]), np.array([1 / b]), np.array([c1])
+    else:
+        m = np.array([[0.0, 1.0], [-c / a, -b / a]])
+        e, x0 = np.array([0.0, 1 / a]), np.array([c1, c2])
+    n = len(x0)
+    augmented = np.zeros((n + 1, n + 1))
+    augmented[:n, :n], augmented[:n, n] = m, e
+    out = []
+    for ti in t:
+        if ti > 0:
+            out.append((expm(augmented * ti) @ np.append(x0, 1.0))[0])
+        else:
+            out.append((expm(m * ti) @ x0)[0])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("coeffs", "p"), ORDER_KEEPING)
+def test_derived_gravitation_is_the_exact_derivative_where_the_order_stays(coeffs, p, backend):
+    values = torch.tensor(coeffs, dtype=torch.float64)
+    # |rate * t| stays below 14 here, so the cap is inactive.
+    t = torch.linspace(-2.5, 2.5, 51, dtype=torch.float64)
+    z = per_point(t, values, backend, p, max_exponent=14.0, max_value=1e12)
+
+    def central(step: float) -> np.ndarray:
+        up, down = list(coeffs), list(coeffs)
+        up[p] += step
+        down[p] -= step
+        return (state_space(t.numpy(), *up) - state_space(t.numpy(), *down)) / (2 * step)
+
+    # Central differences of the state-space solution across p = 0, Richardson
+    # extrapolated: truncation O(h^4) ~ 1e-12, rounding ~1e-16 / h ~ 1e-13.
+    h = 1e-3
+    extrapolated = torch.from_numpy((4 * central(h) - central(2 * h)) / 3)
+    scale = extrapolated.abs().max().item() + 1.0
+    assert_close_per_element(z, extrapolated, 1e-8, 1e-10 * scale, f"dy/d{'abc'[p]} at 0")
+
+
+def _relu_outer_term_in_a(t, b):
+    """a y'' + b y' = u, a -> 0: y = c1 + t u/b - a u/b^2 + O(a^2) away from t = 0."""
+    return -(t > 0).to(t.dtype) / b**2
+
+
+def _first_order_outer_term_in_a(t, b, c, c1):
+    """b y0' + c y0 = u, y0(0) = c1; z solves b z' + c z = -y0'' with z(0-) = 0.
+    With lam = c/b: -y0'' = -c1 lam^2 e^{-lam t} + u (lam^2 e^{-lam t}/c - delta/b),
+    a forcing at the mode's own rate, so z carries t e^{-lam t}:
+    z = -(c1 lam^2 / b) t e^{-lam t} + u (lam^2 t e^{-lam t} / (b c) - e^{-lam t} / b^2)."""
+    lam = c / b
+    mode = torch.exp(-lam * t)
+    step = (t > 0).to(t.dtype)
+    return -(c1 * lam**2 / b) * t * mode + step * (lam**2 * t * mode / (b * c) - mode / b**2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_derived_gravitation_in_a_next_to_relu_is_the_outer_term(backend):
+    t = torch.linspace(-3, 3, 121, dtype=torch.float64)
+    for b in (1.0, 0.6, -0.7):
+        coeffs = torch.tensor([0.0, b, 0.0, 0.25, 0.0], dtype=torch.float64)
+        z = per_point(t, coeffs, backend, 0)
+        assert_close_per_element(z, _relu_outer_term_in_a(t, b), 1e-12, 1e-14, f"b = {b}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_derived_gravitation_in_a_next_to_a_first_order_neuron_is_the_outer_term(backend):
+    t = torch.linspace(-3, 3, 121, dtype=torch.float64)
+    for b, c, c1 in ((1.0, 0.8, 0.3), (0.7, -0.4, -0.2), (-1.2, 0.5, 0.6)):
+        coeffs = torch.tensor([0.0, b, c, c1, 0.0], dtype=torch.float64)
+        z = per_point(t, coeffs, backend, 0, max_exponent=14.0)
+        expected = _first_order_outer_term_in_a(t, b, c, c1)
+        assert_close_per_element(z, expected, 1e-11, 1e-13, f"(b, c, c1) = {(b, c, c1)}")
+
+
+def test_the_outer_term_is_the_small_a_limit_of_the_true_solution_for_t_above_zero():
+    """For b > 0 and t > 0 the fast mode e^{-bt/a} of the second-order solution has
+    decayed, and with y'(0) equal to the first-order neuron's own slope at 0-
+    (no boundary layer there) (y(a) - y(0)) / a -> z_a, with an O(a) error."""
+    b, c, c1 = 1.0, 0.8, 0.3
+    t = torch.linspace(0.3, 3.0, 28, dtype=torch.float64)
+    coeffs = torch.tensor([0.0, b, c, c1, -c * c1 / b], dtype=torch.float64)
+    z = per_point(t, coeffs, "torch", 0, max_exponent=14.0)
+    y0 = state_space(t.numpy(), 0.0, b, c, c1, 0.0)
+    for a in (1e-3, 1e-4):
+        ya = state_space(t.numpy(), a, b, c, c1, -c * c1 / b)
+        difference = torch.from_numpy((ya - y0) / a)
+        # The O(a) remainder, below 10 a relative to the term's size here (z
+        # crosses 0 at t = 1.64, so the bound is on the scale of z, not per point).
+        floor = 10 * a * z.abs().max().item()
+        assert_close_per_element(z, difference, 0.0, floor, f"a = {a}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_derived_gravitation_next_to_the_sigmoid_is_the_outer_term(backend):
+    """c y = sigmoid(s t): with b y' (a y'') added, c z = -y' (-y''), written out here."""
+    s, c = 3.0, 1.5
+    t = torch.linspace(-3, 3, 121, dtype=torch.float64)
+    sig = torch.sigmoid(s * t)
+    dy = s * sig * (1 - sig) / c
+    d2y = s**2 * sig * (1 - sig) * (1 - 2 * sig) / c
+    coeffs = torch.tensor([0.0, 0.0, c, 0.0, 0.0], dtype=torch.float64)
+    z_a = per_point(t, coeffs, backend, 0, steepness=s)
+    z_b = per_point(t, coeffs, backend, 1, steepness=s)
+    assert_close_per_element(z_b, -dy / c, 1e-12, 1e-15, "dy/db of the sigmoid")
+    assert_close_per_element(z_a, -d2y / c, 1e-12, 1e-15, "dy/da of the sigmoid")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_gravitation_and_the_neighbour_rule_do_not_use_the_derived_terms(backend):
+    """gravitation=False: zero gradient in a zero coefficient; "neighbour": the
+    paper's neighbour gradient, which differs from the derived term."""
+    t = torch.linspace(-1, 2, 31, dtype=torch.float64)
+    coeffs = torch.tensor([0.0, 1.0, 0.0, 0.25, 0.0], dtype=torch.float64)
+    off = per_point(t, coeffs, backend, 0, gravitation=False)
+    assert (off == 0).all()
+    x = t.reshape(-1, 1)
+    grads = {}
+    for rule in ("derived", "neighbour"):
+        grads[rule] = gradient(
+            x, coeffs.reshape(1, 5), torch.ones_like(x), backend, gravitation=rule
+        )
+    assert grads["derived"][0, 0].item() == pytest.approx(-(t > 0).sum().item(), rel=1e-12)
+    assert not math.isclose(grads["neighbour"][0, 0].item(), grads["derived"][0, 0].item())
+    # The coefficients that are not zero (b, c1, c2) get the same gradient under both.
+    assert torch.equal(grads["derived"][0, [1, 3, 4]], grads["neighbour"][0, [1, 3, 4]])
+
+
+def test_an_unknown_gravitation_rule_is_a_clear_error():
+    x = torch.randn(2, 1)
+    with pytest.raises(ValueError, match=r"gravitation must be True, False or one of .*got 'up'"):
+        F.deu(x, torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0]]), gravitation="up")
