@@ -19,6 +19,8 @@ from deu import _cpp
 from deu import functional as F
 
 EPS = 0.01
+# The exponent cap the tests run with: the paper's, above every exponent they reach.
+MAX_EXPONENT = 14.0
 BACKENDS = ["torch", "cpp"]
 
 
@@ -59,7 +61,14 @@ def critical_solution(a, b, c1, c2, t):
 
 
 def _deu(x, coeffs, backend, critical, **settings):
-    settings = {"epsilon": EPS, "gravitation": False, "max_value": 1e6, **settings}
+    # The references are uncapped: the cap sits well above every exponent here.
+    settings = {
+        "epsilon": EPS,
+        "gravitation": False,
+        "max_value": 1e6,
+        "max_exponent": MAX_EXPONENT,
+        **settings,
+    }
     return F.deu(x, coeffs, critical=critical, backend=backend, **settings)
 
 
@@ -192,7 +201,12 @@ def test_the_clamp_passes_no_gradient_where_it_is_active(gravitation, backend):
     x = x + 0.013 * torch.arange(len(CLAMPED))  # no element exactly at the bound
     coeffs = torch.tensor(CLAMPED, dtype=torch.float64)
     g = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    settings = {"epsilon": EPS, "critical": "nearest", "gravitation": gravitation}
+    settings = {
+        "epsilon": EPS,
+        "critical": "nearest",
+        "gravitation": gravitation,
+        "max_exponent": MAX_EXPONENT,
+    }
 
     def gradients(reference: bool):
         xs, cs = x.clone().requires_grad_(), coeffs.clone().requires_grad_()
