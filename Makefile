@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0+cpu
 TORCH_PIP_ARGS ?=
 
-.PHONY: venv regenerate check-generated test lint bench triton-report demo test-install clean
+.PHONY: venv regenerate check-generated test lint bench triton-report demo test-install mutants clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,11 @@ bench: venv
 # (ARGS="--arch 80", or ARGS="--hip gfx942"), with ptxas's register and spill counts.
 triton-report: venv
 	$(PY) -m deu._triton_aot $(ARGS)
+
+# On demand, not in CI (about 20 minutes on one core): plausible bugs applied one
+# at a time to a scratch copy, each of which the named fast tests must catch.
+mutants: venv
+	OMP_NUM_THREADS=1 $(PY) tests/mutants.py
 
 # Seconds: 2 DEUs learn the nested circles; prints their equations, writes the
 # decision boundary and the subspace gallery under build/demo.

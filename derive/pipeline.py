@@ -218,9 +218,11 @@ def generate(kernels: list[Kernel] | None = None, progress: bool = True) -> dict
     return files
 
 
-def _checked_in(folder: Path) -> dict[str, str]:
+def _checked_in(folder: Path) -> dict[str, bytes]:
+    """The files in ``folder`` as bytes: no newline translation, so a copy with
+    CRLF line ends is not mistaken for the generated one."""
     return {
-        p.relative_to(folder).as_posix(): p.read_text()
+        p.relative_to(folder).as_posix(): p.read_bytes()
         for p in sorted(folder.rglob("*"))
         if p.is_file() and "__pycache__" not in p.parts and p.name != "py.typed"
     }
@@ -232,7 +234,7 @@ def regenerate(folder: Path = GENERATED, progress: bool = True) -> list[str]:
     for stale in set(_checked_in(folder)) - set(files):
         (folder / stale).unlink()
     for path, text in files.items():
-        (folder / path).write_text(text)
+        (folder / path).write_bytes(text.encode())  # exactly these bytes, on any platform
     return sorted(files)
 
 
@@ -242,17 +244,22 @@ def stale_diff(folder: Path = GENERATED, progress: bool = True) -> str:
     current = _checked_in(folder)
     chunks: Iterable[str] = []
     for path in sorted(set(fresh) | set(current)):
-        old, new = current.get(path, ""), fresh.get(path, "")
-        if old != new:
-            chunks = [
-                *chunks,
-                *difflib.unified_diff(
-                    old.splitlines(keepends=True),
-                    new.splitlines(keepends=True),
-                    fromfile=f"generated/{path} (checked in)",
-                    tofile=f"generated/{path} (regenerated)",
-                ),
-            ]
+        new = fresh.get(path, "")
+        if current.get(path, b"") == new.encode():
+            continue
+        old = current.get(path, b"").decode(errors="replace")
+        if old.replace("\r\n", "\n") == new:
+            # The lines below look alike: say what differs.
+            chunks = [*chunks, f"generated/{path}: CRLF line ends where LF are generated\n"]
+        chunks = [
+            *chunks,
+            *difflib.unified_diff(
+                old.splitlines(keepends=True),
+                new.splitlines(keepends=True),
+                fromfile=f"generated/{path} (checked in)",
+                tofile=f"generated/{path} (regenerated)",
+            ),
+        ]
     return "".join(chunks)
 
 

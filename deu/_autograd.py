@@ -531,3 +531,14 @@ def _backward(ctx, grad_output):
 
 
 deu_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "deu: the activation is differentiable once; a second derivative (backward "
+        "through its gradient, e.g. after autograd.grad(..., create_graph=True)) is "
+        "not supported"
+    )
+
+
+deu_backward.register_autograd(_no_double_backward, setup_context=lambda ctx, inputs, output: None)

@@ -106,7 +106,9 @@ def _validate(x: torch.Tensor, coeffs: torch.Tensor, dim: int, settings: dict) -
     if not coeffs.is_floating_point():
         raise TypeError(f"coeffs must be a floating-point tensor, got dtype {coeffs.dtype}")
     if x.dim() == 0:
-        raise ValueError("input must have at least one dimension (the neuron axis), got a scalar")
+        raise ValueError(
+            "input must have at least one dimension (the neuron axis), got a 0-d tensor"
+        )
     if not -x.dim() <= dim < x.dim():
         raise ValueError(
             f"dim must be in [{-x.dim()}, {x.dim() - 1}] for a {x.dim()}-d input, got {dim}"
@@ -120,7 +122,9 @@ def _validate(x: torch.Tensor, coeffs: torch.Tensor, dim: int, settings: dict) -
             f"expected {coeffs.shape[0]} (coeffs has shape {tuple(coeffs.shape)})"
         )
     if coeffs.device != x.device:
-        raise ValueError(f"coeffs are on {coeffs.device} but the input is on {x.device}")
+        raise ValueError(
+            f"coeffs must be on the input's device ({x.device}), got coeffs on {coeffs.device}"
+        )
     for name in ("epsilon", "steepness", "max_value"):
         value = settings[name]
         if not (value > 0 and value < float("inf")):
@@ -216,7 +220,8 @@ def deu(
         settings["critical"],
         resolve_backend(backend, x.device),
     )
-    if torch.is_autocast_enabled(x.device.type):
+    # (torch has no autocast state for the meta device: shapes only, never autocast.)
+    if x.device.type != "meta" and torch.is_autocast_enabled(x.device.type):
         with torch.autocast(device_type=x.device.type, enabled=False):
             y = deu_forward(*args)
     else:

@@ -49,15 +49,36 @@ def cpu_kernel():
     return _cpp.load()
 
 
-def test_the_cpu_kernel_builds_wherever_there_is_a_compiler():
-    # The tests below skip when the kernel cannot be built (the fallback is a
-    # feature); where a compiler exists, a build failure is a bug, not a skip.
+def _skip_without_compiler_or_ninja():
     from torch.utils.cpp_extension import is_ninja_available
 
     compiler = shlex.split(os.environ.get("CXX", "c++"))[0]  # CXX may be "ccache g++"
     if shutil.which(compiler) is None or not is_ninja_available():
         pytest.skip("no C++ compiler or no ninja here: the generated PyTorch path runs")
+
+
+def test_the_cpu_kernel_builds_wherever_there_is_a_compiler():
+    # The tests below skip when the kernel cannot be built (the fallback is a
+    # feature); where a compiler exists, a build failure is a bug, not a skip.
+    _skip_without_compiler_or_ninja()
     assert _cpp.load() is not None, "the fused CPU kernel failed to build (see the warning)"
+
+
+def test_auto_runs_the_fused_kernel_on_the_cpu_wherever_there_is_a_compiler(monkeypatch):
+    # Otherwise every backend="auto" test would silently test the PyTorch path
+    # a second time.
+    import deu._autograd as autograd
+
+    _skip_without_compiler_or_ninja()
+    assert F.resolve_backend("auto", torch.device("cpu")) == "cpp"
+    calls = []
+    real = autograd._extension
+    monkeypatch.setattr(autograd, "_extension", lambda: calls.append(1) or real())
+    x = torch.randn(4, 2, requires_grad=True)
+    coeffs = torch.tensor([NEURONS["a_b_c_disc_neg"], NEURONS["a0_b_c0"]], requires_grad=True)
+    y = F.deu(x, coeffs, backend="auto", epsilon=0.01, critical="nearest", gravitation=True)
+    y.sum().backward()
+    assert len(calls) == 2, "backend='auto' did not run the fused kernel's forward and backward"
 
 
 @pytest.mark.parametrize("name", list(NEURONS))
@@ -85,25 +106,50 @@ def test_the_cpu_kernel_agrees_with_the_pytorch_path_in_every_subspace(cpu_kerne
 _GRAVITATION_TOL = (1e-10, 1e-12)
 
 
+# Per-element tolerances: |fused - torch| <= rtol * |torch| + atol for each
+# element (value, input gradient, coefficient gradient) on its own.
+# float64: a few ulp of exp/sin/cos and another summation order, amplified by
+# the formulas' subtractions: 1e-12 relative (measured: up to 7e-13).
+# float32: the same, 2e-5 relative (measured: up to 7e-6); the floor 1e-5 is
+# float32 rounding (1.2e-7) of terms up to ~100 that cancel where an element is
+# near zero (zero crossings of oscillating and growing modes at |t| up to 8;
+# measured: up to 1.9e-6 at a value of 5e-3).
+_TOL = {torch.float64: (1e-12, 1e-12), torch.float32: (2e-5, 1e-5)}
+
+
+def _assert_each_element_close(fused, reference, tol, what):
+    rtol, atol = tol
+    torch.testing.assert_close(fused, reference, rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
+
+
 @pytest.mark.parametrize("gravitation", [False, True])
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-def test_the_cpu_kernel_agrees_on_a_mixed_population(cpu_kernel, dtype, tol, gravitation):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_cpu_kernel_agrees_on_a_mixed_population_element_by_element(
+    cpu_kernel, dtype, gravitation
+):
     coeffs = torch.tensor(list(NEURONS.values()), dtype=dtype).repeat(3, 1)
     coeffs[::7, 0] = 0.004  # some singular in a: gravitation in the kernel
     x = torch.randn(5, len(coeffs), 3, dtype=dtype, generator=torch.Generator().manual_seed(2))
-    assert set(deu.subspaces(coeffs)) == set(NEURONS)  # every subspace present
+    names = deu.subspaces(coeffs)
+    assert set(names) == set(NEURONS)  # every subspace present
     reference = _run(x, coeffs, "torch", gravitation)
     fused = _run(x, coeffs, "cpp", gravitation)
     for what, r, f in zip(("value", "input grad", "coeff grad"), reference, fused, strict=True):
-        limit = tol
-        if gravitation and what == "coeff grad":
-            # float32: t* is a float32 mean, summed in another order by each
-            # backend, and the neighbour of the first-order neuron with b < 0
-            # (a moved to +0.01: modes e^(89t) and e^(0.67t)) amplifies that
-            # rounding about 1e4-fold (measured: 1e-4 of the largest gradient).
-            limit = 1e-3 if dtype == torch.float32 else _GRAVITATION_TOL[0]
-        scale = r.abs().max().clamp_min(1)
-        assert ((f - r).abs().max() / scale).item() < limit, what
+        tol = _TOL[dtype]
+        if what == "coeff grad" and gravitation:
+            tol = _GRAVITATION_TOL if dtype == torch.float64 else tol
+            if dtype == torch.float32:
+                # Ill-conditioned in float32: the c-gravitation gradient of the
+                # quadratic ramp (a_b0_c0), whose neighbour c = 0.01 is a slow
+                # oscillation; its dh/dc subtracts terms ~1/c^2 * (1 - cos(wt)).
+                # Each float32 backend is off the float64 value by up to 1.6e-3
+                # (measured), so they differ by as much: 5e-3 relative, checked
+                # on these elements alone (a sign flip is a difference of 2).
+                ramp = torch.tensor([n == "a_b0_c0" for n in names])
+                _assert_each_element_close(f[ramp, 2], r[ramp, 2], (5e-3, 0.0), "ramp dh/dc")
+                f, r = f.clone(), r.clone()
+                f[ramp, 2] = r[ramp, 2] = 0.0
+        _assert_each_element_close(f, r, tol, what)
 
 
 @pytest.mark.parametrize(
@@ -295,12 +341,7 @@ def test_the_cpu_kernel_agrees_across_vector_tails_gathers_and_tiles(cpu_kernel,
     reference = _run(x, coeffs, "torch", gravitation=False)
     fused = _run(x, coeffs, "cpp", gravitation=False)
     for what, r, f in zip(("value", "input grad", "coeff grad"), reference, fused, strict=True):
-        if dtype == torch.float64:
-            assert torch.allclose(f, r, rtol=1e-12, atol=1e-12), what
-        else:
-            # float32: an ulp of exp/sin/cos, and sums in another order.
-            scale = r.abs().amax(dim=0, keepdim=True).clamp_min(1)
-            assert ((f - r).abs() / scale).max().item() < 1e-5, what
+        _assert_each_element_close(f, r, _TOL[dtype], what)
 
 
 @pytest.mark.parametrize("critical", ["nearest", "paper"])

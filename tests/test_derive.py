@@ -197,7 +197,9 @@ def test_regeneration_is_byte_identical_to_the_checked_in_files(fresh_files):
     checked_in = pipeline._checked_in(pipeline.GENERATED)
     assert sorted(fresh_files) == sorted(checked_in)
     for path, text in fresh_files.items():
-        assert text == checked_in[path], f"generated/{path} is stale: run `make regenerate`"
+        assert (
+            text.encode() == checked_in[path]
+        ), f"generated/{path} is stale: run `make regenerate`"
 
 
 def test_regeneration_does_not_depend_on_the_hash_seed(tmp_path):
@@ -211,7 +213,7 @@ def test_regeneration_does_not_depend_on_the_hash_seed(tmp_path):
         capture_output=True,
     )
     for path in pipeline._checked_in(pipeline.GENERATED):
-        assert (out / path).read_text() == (pipeline.GENERATED / path).read_text(), path
+        assert (out / path).read_bytes() == (pipeline.GENERATED / path).read_bytes(), path
 
 
 def test_check_reports_a_stale_file_with_a_unified_diff(tmp_path, fresh_files):
@@ -223,6 +225,29 @@ def test_check_reports_a_stale_file_with_a_unified_diff(tmp_path, fresh_files):
     diff = pipeline.stale_diff(tmp_path, progress=False)
     assert "-EXP_FLOOR = -61.0" in diff and "+EXP_FLOOR = -60.0" in diff
     assert "generated/kernels.py (checked in)" in diff
+
+
+def test_check_reports_a_copy_with_crlf_line_ends_as_stale(
+    tmp_path, fresh_files, monkeypatch, capsys
+):
+    """Line ends are part of the output: a CRLF copy (as a checkout with
+    core.autocrlf writes it) must not pass as current, in the test's comparison
+    nor in `python -m derive check`."""
+    from derive.__main__ import main
+
+    for path, text in fresh_files.items():
+        (tmp_path / path).write_bytes(text.encode())
+    monkeypatch.setattr(pipeline, "generate", lambda progress=True: fresh_files)
+    assert main(["check", "--against", str(tmp_path)]) == 0  # the exact copy is current
+    (tmp_path / "kernels.py").write_bytes(fresh_files["kernels.py"].replace("\n", "\r\n").encode())
+    assert (tmp_path / "kernels.py").read_text() == fresh_files["kernels.py"]  # alike as text
+    assert pipeline._checked_in(tmp_path)["kernels.py"] != fresh_files["kernels.py"].encode()
+    capsys.readouterr()
+    assert main(["check", "--against", str(tmp_path)]) == 1
+    printed = capsys.readouterr()
+    assert "generated/kernels.py: CRLF line ends where LF are generated" in printed.out
+    assert "generated/ is stale" in printed.err
+    assert printed.out.count("(checked in)") == 1  # only the rewritten file is reported
 
 
 def test_generated_files_describe_themselves(fresh_files):
