@@ -113,7 +113,17 @@ def tasks(quick: bool) -> dict[str, Task]:
             1 if quick else 20,
             True,
         ),
-        "regression": Task("regression", *regression, (6, 12, 1), 32, 1 if quick else 40, False),
+        "regression": Task(
+            "regression",
+            regression[0],
+            regression[1],
+            regression[2],
+            regression[3],
+            (6, 12, 1),
+            32,
+            1 if quick else 40,
+            False,
+        ),
     }
 
 
@@ -329,7 +339,10 @@ def diagnosis(task: Task, variants: dict[str, Callable[[int], nn.Module]], steps
             if step >= steps:
                 return
             layers = [m for m in model.modules() if isinstance(m, deu.DEU)]
-            grads = torch.cat([m.weight.grad.abs() / m.coefficient_scale for m in layers])
+            # Every layer has a gradient here: monitor runs after the backward.
+            grads = torch.cat(
+                [m.weight.grad.abs() / m.coefficient_scale for m in layers]  # type: ignore[union-attr]
+            )
             names = [s for m in layers for s in m.subspaces()]
             largest, neuron = grads.max(dim=0)
             trace["grad"].append(largest.tolist())
