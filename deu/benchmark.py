@@ -37,8 +37,10 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -254,6 +256,27 @@ def median_ms(
 _MEASURED_CALL = "deu.benchmark: measured call"
 
 
+@contextmanager
+def _without_profiler_notices():
+    """Drop the "USDT: ... profiler_start / profiler_stop" lines that the
+    profiler's C++ side writes to the process's stderr (two per measurement);
+    every other line written to stderr meanwhile is passed on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not line.startswith("USDT:"):
+                    sys.stderr.write(line)
+
+
 def peak_memory_mb(step: Callable[[], object], device: torch.device) -> float | None:
     """Peak memory allocated during one call of ``step``, above what was
     allocated before it (frees of earlier blocks count), in MiB.
@@ -273,9 +296,12 @@ def peak_memory_mb(step: Callable[[], object], device: torch.device) -> float | 
         step()
         _synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    with torch.profiler.profile(
-        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
-    ) as profiler:
+    with (
+        _without_profiler_notices(),
+        torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+        ) as profiler,
+    ):
         step()
         with torch.profiler.record_function(_MEASURED_CALL):
             step()

@@ -207,3 +207,19 @@ def test_baseline_matches_the_runtime_in_values_and_gradients(baseline, populati
     abc[:3] = True
     compared = ~(critical.unsqueeze(1) & abc)
     torch.testing.assert_close(actual_dc[compared], expected_dc[compared], **TOLERANCE)
+
+
+def test_the_memory_measurement_drops_the_profilers_notices_and_keeps_other_output(capfd):
+    """The profiler's C++ side writes "USDT: ... profiler_start/stop" to stderr
+    (about 300 lines in a full run); anything else written meanwhile stays."""
+    import sys
+
+    def step():
+        sys.stderr.write("a line of our own\n")
+        return torch.ones(1000).sum()
+
+    peak = benchmark.peak_memory_mb(step, torch.device("cpu"))
+    err = capfd.readouterr().err
+    assert "USDT" not in err
+    assert err.count("a line of our own") == 2
+    assert peak is None or peak >= 0
