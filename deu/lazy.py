@@ -41,7 +41,7 @@ class LazyDEU(LazyModuleMixin, DEU):
         >>> act(torch.randn(2, 7)).shape
         torch.Size([2, 7])
         >>> act
-        DEU(7, dim=1, init='relu', epsilon=0.01, steepness=100.0, max_value=1000.0, ...)
+        DEU(7, dim=1, init='relu', epsilon=0.01, steepness=100.0, max_exponent=4, ...)
     """
 
     cls_to_become = DEU
@@ -98,7 +98,7 @@ def replace_activations(
         >>> net = deu.replace_activations(net, init="relu")
         >>> _ = net(torch.randn(4, 3))  # dry run: infers 8 neurons
         >>> net[1]
-        DEU(8, dim=1, init='relu', epsilon=0.01, steepness=100.0, max_value=1000.0, ...)
+        DEU(8, dim=1, init='relu', epsilon=0.01, steepness=100.0, max_exponent=4, ...)
     """
     types = tuple(types)
     if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
