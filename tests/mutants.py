@@ -141,6 +141,50 @@ def _on_both_backends(name: str) -> Mutant:
     return Mutant(f"both-{name}", (py, cpp))
 
 
+# Outward gravitation: the derived terms summed (or not) in each direction, the
+# neighbour rule switched off; caught by the independent references of
+# test_gravitation.py (and the backends' per-element comparison).
+GRAVITATION_TESTS = (*FAST, "tests/test_gravitation.py")
+DERIVED_IN_PYTHON = Edit(
+    AUTOGRAD_PY,
+    'settings.gravitation == "derived" or j >= 3 or not subspace.zero[j]',
+    "j >= 3 or not subspace.zero[j]",
+)
+GRAVITATION = [
+    Mutant("py-derived-gravitation-dropped", (DERIVED_IN_PYTHON,), GRAVITATION_TESTS),
+    Mutant(
+        "py-neighbour-gravitation-dropped",
+        (Edit(AUTOGRAD_PY, 'if settings.gravitation == "neighbour":', "if False:"),),
+        GRAVITATION_TESTS,
+    ),
+    *(
+        Mutant(
+            f"cpp-derived-gravitation-in-{p}-dropped",
+            (
+                Edit(
+                    KERNEL_TEMPLATE,
+                    f"const bool use_{p} = !ZERO[S][{j}] || derived_gravitation;",
+                    f"const bool use_{p} = !ZERO[S][{j}];",
+                ),
+            ),
+            GRAVITATION_TESTS,
+        )
+        for j, p in enumerate("abc")
+    ),
+    Mutant(
+        "cpp-derived-gravitation-in-c-negated",
+        (
+            Edit(
+                KERNEL_TEMPLATE,
+                "if (use_c) v2 = at::vec::fmadd(gi, d[4], v2);",
+                "if (use_c) v2 = ZERO[S][2] ? at::vec::fmadd(gi.neg(), d[4], v2)"
+                " : at::vec::fmadd(gi, d[4], v2);",
+            ),
+        ),
+        GRAVITATION_TESTS,
+    ),
+]
+
 MUTANTS = [
     *_rules("py", SUBSPACES_PY, PYTHON_RULES),
     *_rules("cpp", KERNEL_TEMPLATE, CPP_RULES),
@@ -154,6 +198,7 @@ MUTANTS = [
     _on_both_backends("nearest-c-over-2a"),
     Mutant("both-clamp-gradient-mask-dropped", CLAMP_MASK),
     Mutant("generated-kernels-crlf", (Edit("generated/kernels.py", "CRLF", ""),), BYTES),
+    *GRAVITATION,
 ]
 
 
