@@ -14,6 +14,13 @@ the first-order change of y with p's term added to the ODE. Two kinds:
 
 Every comparison is per element, against the element's own size with a stated
 floor, on both backends, in float64.
+
+The paper's rule (gravitation="neighbour") is checked against its construction
+written out here: the moved coefficient, the band's nearest rule, the matched
+initial conditions from a state-space solution and a 2x2 solve, and the
+neighbour's derivative by central differences; for a and c next to a ReLU, b
+next to the sigmoid (a first-order neighbour), the quadratic and the
+oscillator, and a neighbour that lands in the critical band.
 """
 
 from __future__ import annotations
@@ -206,3 +213,99 @@ def test_an_unknown_gravitation_rule_is_a_clear_error():
     x = torch.randn(2, 1)
     with pytest.raises(ValueError, match=r"gravitation must be True, False or one of .*got 'up'"):
         F.deu(x, torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0]]), gravitation="up")
+
+
+# --------------------------------------------------------------------------
+# The paper's rule (gravitation="neighbour"), written out independently
+# --------------------------------------------------------------------------
+
+NEIGHBOUR_EPS = 0.1  # a wider epsilon keeps the neighbours' modes slow (rates ~ 1/eps)
+
+
+def _value_and_slope(t: float, coeffs: tuple[float, ...]) -> tuple[float, float]:
+    """y(t*) and y'(t*) of the state-space solution (a central difference in t)."""
+    h = 1e-6
+    y = state_space(np.array([t - h, t, t + h]), *coeffs)
+    return y[1], (y[2] - y[0]) / (2 * h)
+
+
+def _neighbour_gradient(x: np.ndarray, g: np.ndarray, f_coeffs, f_value, p: int) -> float:
+    """The paper's construction: p moved to +-epsilon (the sign of p; + for 0),
+    a neighbour that lands in the critical band moved onto c = b^2/(4a) (the
+    nearest rule), its initial conditions matched so that h(t*) = f(t*) and
+    h'(t*) = f'(t*) at t* = the mean input (value only for a first-order
+    neighbour), then sum g * dh/dp by central differences of the state-space
+    solution."""
+    moved = list(f_coeffs[:3])
+    moved[p] = NEIGHBOUR_EPS * (-1.0 if f_coeffs[p] < 0 else 1.0)
+    a, b, c = moved
+    if a != 0 and c != 0 and abs(b * b - 4 * a * c) < NEIGHBOUR_EPS and np.sign(a) == np.sign(c):
+        c = b * b / (4 * a)
+    t_star = float(x.mean())
+    target_value, target_slope = f_value(t_star)
+    base = [_value_and_slope(t_star, (a, b, c, *ic)) for ic in ((0, 0), (1, 0), (0, 1))]
+    if a == 0:  # first order: one constant, matched in value
+        c1, c2 = (target_value - base[0][0]) / (base[1][0] - base[0][0]), 0.0
+    else:
+        m = np.array(
+            [[base[1][k] - base[0][k], base[2][k] - base[0][k]] for k in (0, 1)], dtype=np.float64
+        )
+        rhs = np.array([target_value - base[0][0], target_slope - base[0][1]])
+        c1, c2 = np.linalg.solve(m, rhs)
+    h = 1e-5
+    up, down = [a, b, c, c1, c2], [a, b, c, c1, c2]
+    up[p] += h
+    down[p] -= h
+    derivative = (state_space(x, *up) - state_space(x, *down)) / (2 * h)
+    return float((g * derivative).sum())
+
+
+# (coefficients, the zero coefficient p, the neuron's y(t) written out here):
+# first-order and second-order neighbours, and one that lands in the band.
+NEIGHBOUR_CASES = [
+    ((0.0, 1.0, 0.0, 0.3, 0.0), 0, "ReLU, a: second-order neighbour (eps, 1, 0)"),
+    ((0.0, 1.0, 0.0, 0.3, 0.0), 2, "ReLU, c: first-order neighbour (0, 1, eps)"),
+    ((0.0, 0.0, 1.5, 0.0, 0.0), 1, "sigmoid, b: first-order neighbour (0, eps, 1.5)"),
+    ((0.9, 0.0, 0.0, 0.3, -0.5), 1, "quadratic, b: neighbour (0.9, eps, 0)"),
+    ((0.7, 0.0, 1.6, 0.2, 0.6), 1, "oscillator, b: damped neighbour"),
+    ((0.15, 0.0, 0.15, 0.2, 0.1), 1, "oscillator, b: neighbour in the critical band"),
+]
+
+
+def _own_value(coeffs, steepness):
+    a, b, c, c1, c2 = coeffs
+    if a == 0 and b == 0:  # the sigmoid core, written out
+        return lambda t: (
+            1 / (c * (1 + math.exp(-steepness * t))),
+            steepness * math.exp(-steepness * t) / (c * (1 + math.exp(-steepness * t)) ** 2),
+        )
+    return lambda t: _value_and_slope(t, coeffs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("coeffs", "p", "what"), NEIGHBOUR_CASES, ids=[c[2] for c in NEIGHBOUR_CASES]
+)
+def test_the_neighbour_rule_is_the_papers_construction(coeffs, p, what, backend):
+    steepness = 3.0
+    gen = np.random.default_rng(p)
+    x = 0.2 + 0.3 * gen.standard_normal(48)
+    g = gen.standard_normal(48)
+    expected = _neighbour_gradient(x, g, coeffs, _own_value(coeffs, steepness), p)
+    c = torch.tensor([coeffs], dtype=torch.float64, requires_grad=True)
+    xt = torch.from_numpy(x).reshape(-1, 1)
+    y = F.deu(
+        xt,
+        c,
+        epsilon=NEIGHBOUR_EPS,
+        steepness=steepness,
+        max_exponent=14.0,
+        max_value=1e12,
+        gravitation="neighbour",
+        backend=backend,
+    )
+    y.backward(torch.from_numpy(g).reshape(-1, 1))
+    # The reference's differences: O(h^2) in p and t; the 2x2 solve is well
+    # conditioned for these slow neighbours. 1e-5 relative, a 1e-8 floor.
+    got = c.grad[0, p].item()
+    assert got == pytest.approx(expected, rel=1e-5, abs=1e-8), what
