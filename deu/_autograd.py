@@ -94,6 +94,14 @@ def _neuron_quantities(subspace, coeffs: torch.Tensor, shape: list[int], setting
     return subspace.neuron(*columns, settings.steepness, settings.max_exponent)
 
 
+def summed_outputs(subspace, settings: Settings) -> tuple[bool, ...]:
+    """Which of the outputs dy/d(a, b, c, c1, c2) a backward sums: in a subspace
+    where p is zero, dy/dp is the derived gravitation term, used only with that
+    rule. (The fused CPU kernel applies the same rule in C++.)"""
+    derived = settings.gravitation == "derived"
+    return (*(derived or not zero for zero in subspace.zero), True, True)
+
+
 def _reduce(values: torch.Tensor, dim: int) -> torch.Tensor:
     """Sum over every axis but ``dim``."""
     axes = [d for d in range(values.dim()) if d != dim]
@@ -355,13 +363,10 @@ def backward_values(
             input_parts.append((idx, gs * outputs[1]))
         if not need_coeffs:
             continue
-        # In a subspace where p is zero, its output is the derived gravitation term.
-        keep = [
-            settings.gravitation == "derived" or j >= 3 or not subspace.zero[j] for j in range(5)
-        ]
+        summed = summed_outputs(subspace, settings)
         columns = [
-            _reduce(gs * d, dim) if d is not None and kept else torch.zeros_like(group_coeffs[:, 0])
-            for d, kept in zip((outputs[o] for o in _OUTPUT_OF_COEFF), keep, strict=True)
+            _reduce(gs * d, dim) if d is not None and use else torch.zeros_like(group_coeffs[:, 0])
+            for d, use in zip((outputs[o] for o in _OUTPUT_OF_COEFF), summed, strict=True)
         ]
         group_grad = torch.stack(columns, dim=1)
         if settings.gravitation == "neighbour":

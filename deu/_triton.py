@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from deu._autograd import Settings, _flat, _gravitation, _groups, _take
+from deu._autograd import Settings, _flat, _gravitation, _groups, _take, summed_outputs
 from deu._generated import SUBSPACES
 from deu._generated.deu_triton import derivatives, value
 from deu._subspaces import classify, unclassified_error
@@ -288,8 +288,7 @@ def backward(
             if rows == 0:
                 break
             write_masked_g = gravitation and any(SUBSPACES[s].zero)
-            derived = settings.gravitation == "derived"
-            sums = [derived or not zero for zero in SUBSPACES[s].zero]
+            sums = summed_outputs(SUBSPACES[s], settings)
             grid = (row_blocks, triton.cdiv(len(idx), block_n))
             backward_kernel[grid](
                 x, g, effective, params, idx, grad_x, masked_g, partials,
