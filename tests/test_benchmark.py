@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -39,13 +44,21 @@ def quick_run(tmp_path_factory) -> tuple[str, str]:
 
 
 def _table(text: str) -> tuple[list[str], dict[tuple[str, str], dict[str, str]]]:
-    """The header and the rows keyed by (case, path), each a {column: cell} dict."""
-    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    """The header and the rows keyed by (case, path), each a {column: cell} dict,
+    of the first table in ``text``."""
+    lines = list(itertools.takewhile(lambda line: line.startswith("|"), _from_first_table(text)))
+    lines = [line for line in lines if line.startswith("| ")]
     split = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
     header, body = split[0], split[1:]
     rows = {(cells[0], cells[1]): dict(zip(header, cells, strict=True)) for cells in body}
     assert len(rows) == len(body), "a (case, path) pair appears twice"
     return header, rows
+
+
+def _from_first_table(text: str) -> list[str]:
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    return lines[first:]
 
 
 def _expected_rows() -> set[tuple[str, str]]:
@@ -223,3 +236,143 @@ def test_the_memory_measurement_drops_the_profilers_notices_and_keeps_other_outp
     assert "USDT" not in err
     assert err.count("a line of our own") == 2
     assert peak is None or peak >= 0
+
+
+# --------------------------------------------------------------------------
+# The GPU cases (issue 12), exercised on CPU tensors at tiny sizes
+# --------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_without_cuda_the_run_says_the_gpu_cases_were_not_run_and_why(quick_run):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the GPU cases ran")
+    printed, _ = quick_run
+    assert "### GPU cases" in printed
+    reason = benchmark.gpu_unavailable_reason()
+    assert reason is not None
+    assert f"(8192x4096 float32 on a CUDA or ROCm device) were not run: {reason}." in printed
+    if torch.version.cuda is None and torch.version.hip is None:
+        assert "built without CUDA or ROCm support" in reason
+
+
+def test_gpu_only_on_a_machine_without_cuda_is_refused_with_the_reason(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(SystemExit):
+        benchmark.parse_arguments(["--gpu"])
+    assert benchmark.gpu_unavailable_reason() in capsys.readouterr().err
+
+
+def test_the_bandwidth_formulas_on_a_known_case():
+    # A copy of 1e9 bytes in 2 ms reads and writes 1e9 bytes each: 1000 GB/s.
+    assert benchmark.copy_bandwidth_gbps(10**9, 2.0) == pytest.approx(1000.0)
+    # An (N, C) float32 forward reads x and writes y (4 bytes an element each)
+    # and reads the (C, 5) coefficients.
+    assert benchmark.forward_traffic_bytes((8192, 4096), 4) == 2 * 8192 * 4096 * 4 + 5 * 4096 * 4
+    assert benchmark.forward_traffic_bytes((3, 2), 8) == (2 * 6 + 10) * 8
+    # 5e8 bytes in 1 ms is 500 GB/s: half of a 1000 GB/s copy.
+    assert benchmark.bandwidth_fraction(5 * 10**8, 1.0, 1000.0) == pytest.approx(0.5)
+    # The copy itself, by the same formulas, is at fraction 1.
+    nbytes = 7 * 10**6
+    gbps = benchmark.copy_bandwidth_gbps(nbytes, 0.3)
+    assert benchmark.bandwidth_fraction(2 * nbytes, 0.3, gbps) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("population", ["mixed", "a_b_c_disc_neg"])
+@pytest.mark.parametrize("compile_backend", [None, "eager"])
+def test_the_in_operator_kernels_compute_what_the_operator_computes(population, compile_backend):
+    # The workload that torch.compile sees into must be the same work and the
+    # same function as backend="torch" (derived gravitation, clamp, critical
+    # rule); "eager" runs what Dynamo traced, which is what inductor compiles.
+    generator = torch.Generator().manual_seed(5)
+    coeffs = _population(population, 64, generator).requires_grad_()
+    x = (3 * torch.randn(7, 64, generator=generator, dtype=torch.float64)).requires_grad_()
+    g = torch.randn(7, 64, generator=generator, dtype=torch.float64)
+    expected = F.deu(x, coeffs, backend="torch")
+    expected_grads = torch.autograd.grad(expected, (x, coeffs), g)
+    apply = benchmark.in_operator_compiled(coeffs, compile_backend=compile_backend)
+    actual = apply(x)
+    actual_grads = torch.autograd.grad(actual, (x, coeffs), g)
+    exact = dict(rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(actual, expected, **exact)
+    for a, e in zip(actual_grads, expected_grads, strict=True):
+        torch.testing.assert_close(a, e, **exact)
+    # The gravitation terms are in it: singular neurons get gradients in a, b or c.
+    if population == "mixed":
+        singular = [name.startswith("a0") for name in deu.subspaces(coeffs)]
+        assert actual_grads[1][torch.tensor(singular), 0].abs().sum() > 0
+
+
+def _gpu_cases_on_cpu(tmp_path: Path, module: str, *arguments: str):
+    """Run a GPU entry point at tiny sizes on CPU tensors, the Triton kernels
+    under the interpreter, in a fresh process (TRITON_INTERPRET=1 must be set
+    before triton is imported)."""
+    written = tmp_path / "out.md"
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--device", "cpu", "--quick", "--markdown", str(written)]
+        + list(arguments),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout == written.read_text()
+    return result.stdout
+
+
+GPU_PATHS = {
+    "ReLU",
+    "PReLU",
+    "torch.exp",
+    benchmark.COPY_PATH,
+    benchmark.TRITON_PATH,
+    "DEU generated PyTorch, eager",
+    f"{benchmark.IN_OPERATOR_PATH} (eager)",
+}
+
+
+def _check_gpu_section(text: str) -> None:
+    section = text[text.index("### GPU cases: 8x64 float32") :]
+    header, rows = _table(section)
+    assert header == list(benchmark.COLUMNS)
+    assert {path for _, path in rows} == GPU_PATHS
+    assert "skipped" not in section  # the Triton row ran (interpreted), and the compiled one
+    for (_, path), row in rows.items():
+        missing = set()
+        if path in ("torch.exp", benchmark.COPY_PATH):  # inference only
+            missing = {"fwd+bwd ms", "fwd+bwd / ReLU", "fwd+bwd / PReLU", "fwd+bwd peak MiB"}
+        for column in benchmark.COLUMNS[2:]:
+            if column in missing:
+                assert row[column] == MISSING, (path, column)
+            else:
+                assert math.isfinite(float(row[column])) and float(row[column]) > 0, (path, column)
+    # The bandwidth table: every row with an inference time but the copy, and
+    # its fraction is its GB/s over the copy's, as printed (3 digits).
+    copy_line = next(line for line in section.splitlines() if line.startswith("Copy bandwidth:"))
+    copy_gbps = float(copy_line.split()[2])
+    bandwidth = _from_first_table(section[section.index("| path | inference ms") :])
+    bandwidth = list(itertools.takewhile(lambda line: line.startswith("|"), bandwidth))[2:]
+    cells = {line.split("|")[1].strip(): line.split("|")[2:5] for line in bandwidth}
+    assert set(cells) == GPU_PATHS - {benchmark.COPY_PATH}
+    traffic = benchmark.forward_traffic_bytes((8, 64), 4)
+    assert f"Traffic per forward: {traffic} bytes" in section
+    for path, (ms, gbps, fraction) in cells.items():
+        assert float(ms) == float(rows[(_case_of(rows, path), path)]["inference ms"])
+        assert float(gbps) == pytest.approx(traffic / (float(ms) * 1e-3) / 1e9, rel=1e-2)
+        assert float(fraction) == pytest.approx(float(gbps) / copy_gbps, rel=2e-2)
+
+
+def _case_of(rows, path: str) -> str:
+    return next(case for case, p in rows if p == path)
+
+
+def test_the_gpu_cases_run_on_cpu_tensors_under_the_interpreter(tmp_path):
+    pytest.importorskip("triton", reason="triton is not installed (it is in the dev extra)")
+    printed = _gpu_cases_on_cpu(tmp_path, "deu.benchmark", "--gpu")
+    assert "Device: cpu" in printed
+    _check_gpu_section(printed)
