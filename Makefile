@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0+cpu
 TORCH_PIP_ARGS ?=
 
-.PHONY: venv regenerate check-generated test lint bench triton-report demo test-install mutants clean
+.PHONY: venv regenerate check-generated test lint bench triton-report gpu-check demo test-install mutants clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,15 @@ bench: venv
 # (ARGS="--arch 80", or ARGS="--hip gfx942"), with ptxas's register and spill counts.
 triton-report: venv
 	$(PY) -m deu._triton_aot $(ARGS)
+
+# Only on a machine with a GPU, in one command (BENCHMARKS.md): the Triton
+# numerics against the PyTorch path on the device, then the GPU bench cases,
+# printed as Markdown (ARGS="--markdown FILE" also writes it, after every step).
+# No venv: $(PYTHON) must already have a CUDA or ROCm torch and triton; this
+# checkout is installed into it editable, without dependencies or downloads.
+gpu-check:
+	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation --no-index -e .
+	PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1 $(PYTHON) -m deu.gpu_check $(ARGS)
 
 # On demand, not in CI (about 20 minutes on one core): plausible bugs applied one
 # at a time to a scratch copy, each of which the named fast tests must catch.

@@ -19,6 +19,15 @@ measured in this process:
   of a 784-1024-512-10 MLP at batch 256 and of the paper's stunted ResNet-18
   on 32x32 inputs, with ReLU, PReLU or DEU activations.
 
+* **GPU cases** (issue 12), only where a CUDA or ROCm device is present
+  (otherwise the output says that they were not run, and why): ``(8192,
+  4096)`` float32 on the mixed population, ReLU, PReLU, ``torch.exp``, a
+  device-to-device copy (its bandwidth, and each forward's traffic over its
+  time as a fraction of it), the DEU with the Triton kernels, the generated
+  PyTorch kernels eager and the same kernels compiled by inductor inside the
+  operator (:func:`in_operator_compiled`).  ``--gpu`` runs only these (with
+  ``--device cpu``: on CPU tensors, for the tests).
+
 "fwd+bwd" is a forward and a backward pass to the gradients of the input and
 of every parameter (for the training cases: the whole training step);
 "inference" is a forward pass under ``torch.inference_mode``.  Times are the

@@ -376,3 +376,21 @@ def test_the_gpu_cases_run_on_cpu_tensors_under_the_interpreter(tmp_path):
     printed = _gpu_cases_on_cpu(tmp_path, "deu.benchmark", "--gpu")
     assert "Device: cpu" in printed
     _check_gpu_section(printed)
+
+
+def test_the_gpu_check_script_runs_on_cpu_tensors_under_the_interpreter(tmp_path):
+    pytest.importorskip("triton", reason="triton is not installed (it is in the dev extra)")
+    printed = _gpu_cases_on_cpu(tmp_path, "deu.gpu_check")
+    # The numerics table: one row per subspace, every worst value a number,
+    # and the verdict (the interpreter agrees with the PyTorch path).
+    numerics = printed[printed.index("| subspace | value") :]
+    rows = list(itertools.takewhile(lambda line: line.startswith("|"), numerics.splitlines()))[2:]
+    assert [row.split("|")[1].strip() for row in rows] == NAMES
+    for row in rows:
+        for cell in row.split("|")[2:5]:
+            triton_worst = float(cell.split()[0])
+            assert 0 <= triton_worst <= 1e-5, row
+    assert "Reruns of the Triton backward bit for bit equal: yes." in printed
+    assert "Numerics: **passed**." in printed
+    _check_gpu_section(printed)
+    assert "| fwd+bwd within 1.3x PReLU |" in printed
