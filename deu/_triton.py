@@ -161,13 +161,14 @@ def blocks(inner: int, dtype: torch.dtype) -> tuple[int, int]:
 
     With inner == 1 ((N, C), dim=-1) a row of neighbouring neurons is contiguous,
     so a tile spans 16 neurons; otherwise one neuron and 1024 of its elements.
-    float64 tiles are half as large: at full size ptxas spills registers in
-    three subspaces' backward kernels (``make triton-report``).
+    float64 tiles are smaller (16 rows of 16 neurons, or 512 elements): with
+    larger ones ptxas runs out of registers and spills in several subspaces'
+    backward kernels (255 registers and 16-304 bytes at 64x16 with Triton 3.9,
+    up to 184 bytes at 32x16 with Triton 3.6; ``make triton-report``).
     """
-    rows = 64 if inner == 1 else 1024
-    if dtype == torch.float64:
-        rows //= 2
-    return (rows, 16) if inner == 1 else (rows, 1)
+    if inner == 1:
+        return (16 if dtype == torch.float64 else 64), 16
+    return (512 if dtype == torch.float64 else 1024), 1
 
 
 _state: dict[str, BaseException] = {}

@@ -110,8 +110,8 @@ def _assert_agree(reference, triton_result, dtype):
 
 
 LAYOUTS = {
-    # (N, C) with 37 rows: float64 tiles are 32 rows by 16 neurons, so the
-    # second row block and the 16-neuron tiles (groups of 2 or 4) are partial.
+    # (N, C) with 37 rows: float64 tiles are 16 rows by 16 neurons, so the
+    # third row block and the 16-neuron tiles (groups of 2 or 4) are partial.
     "(N, C)": (lambda dtype: torch.randn(37, 24, dtype=dtype), 1),
     # (N, C, H, W): 3 * 13 * 15 = 585 elements per neuron, float64 tiles of
     # 512: two row blocks' partial sums, the second block partial.
