@@ -118,3 +118,115 @@ def test_double_backward_raises_a_clear_error(backend):
     assert gx.requires_grad
     with pytest.raises(RuntimeError, match="differentiable once; a second derivative"):
         gx.sum().backward()
+
+
+def _backends():
+    return ["torch", "cpp"] if _cpp.available() else ["torch"]
+
+
+@pytest.mark.parametrize(
+    "count,shown", [(10, "0, 1, 2, 3, 4, 5, 6, 7, 8, 9"), (11, "0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ...")]
+)
+def test_unclassified_neurons_are_named_up_to_ten(count, shown):
+    # b^2 - 4ac = inf - inf in float32: no subspace takes these neurons.
+    huge = torch.tensor([[1e20, 1e20, 1e20, 0.0, 0.0]] * count)
+    for backend in _backends():
+        with pytest.raises(ValueError) as error:
+            F.deu(torch.randn(2, count), huge, backend=backend)
+        assert str(error.value).startswith(
+            f"coeffs of neurons {shown} fall in no subspace: in torch.float32, b^2 - 4ac is "
+            "NaN or a*c rounds to zero (neuron 0: a, b, c = 1e+20, 1e+20, 1e+20); rescale them"
+        ), backend
+
+
+@pytest.mark.parametrize(
+    "rows,named,first",
+    [
+        # The whole layer is one singular group; the first bad neuron is shown.
+        ([[1e-20, 0.0, 0.0, 0.1, 0.2], [2e-20, 0.0, 0.0, 0.1, 0.2]], "0, 1", "1e-20"),
+        ([[2e-20, 0.0, 0.0, 0.1, 0.2], [1e-20, 0.0, 0.0, 0.1, 0.2]], "0, 1", "2e-20"),
+        # Among other neurons: named by their place in the layer.
+        (
+            [[0.5, 1.7, 0.6, 0.1, 0.2], [3e-20, 0.0, 0.0, 0.1, 0.2]] * 2,
+            "1, 3",
+            "3e-20",
+        ),
+    ],
+)
+def test_a_neighbour_in_no_subspace_names_the_neurons_and_the_first_ones_coefficients(
+    rows, named, first
+):
+    # a_b0_c0 neurons whose c moved to epsilon = 1e-30: a*c is 0 in float32.
+    coeffs = torch.tensor(rows)
+    for backend in _backends():
+        x = torch.randn(4, len(rows), requires_grad=True)
+        c = coeffs.clone().requires_grad_()
+        y = F.deu(x, c, epsilon=1e-30, gravitation="neighbour", backend=backend)
+        with pytest.raises(ValueError) as error:
+            y.sum().backward()
+        assert str(error.value).startswith(
+            f"coeffs of neurons {named} have a gravitation neighbour (c moved to +-epsilon) "
+            f"that falls in no subspace: in torch.float32, b^2 - 4ac is NaN or a*c rounds to "
+            f"zero (neuron {named.split(',')[0]}: a, b, c = {first}, 0, 0)"
+        ), (backend, str(error.value))
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (5,), (2, 5, 1)])
+def test_subspaces_of_coefficients_of_the_wrong_shape_is_a_clear_error(shape):
+    with pytest.raises(ValueError) as error:
+        deu.subspaces(torch.zeros(shape))
+    assert str(error.value) == f"coeffs must have shape (num_neurons, 5), got {shape}"
+
+
+def test_the_double_backward_error_says_what_is_not_supported():
+    x = _x().double().requires_grad_()
+    y = F.deu(x, COEFFS.double().requires_grad_(), backend="torch", **SETTINGS)
+    (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError) as error:
+        gx.sum().backward()
+    assert str(error.value) == (
+        "deu: the activation is differentiable once; a second derivative (backward "
+        "through its gradient, e.g. after autograd.grad(..., create_graph=True)) is "
+        "not supported"
+    )
+
+
+@pytest.mark.parametrize(
+    "count,shown", [(10, "0, 1, 2, 3, 4, 5, 6, 7, 8, 9"), (11, "0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ...")]
+)
+def test_non_finite_coefficients_are_named_up_to_ten(count, shown):
+    bad = torch.full((count, 5), float("nan"))
+    for backend in _backends():
+        with pytest.raises(ValueError) as error:
+            F.deu(torch.randn(2, count), bad, backend=backend)
+        assert str(error.value) == (
+            f"coeffs must be finite; neurons {shown} have non-finite coefficients"
+        ), backend
+
+
+def test_only_the_unclassified_neurons_are_named_beside_the_first_subspace():
+    # Neuron 0 is in subspace 0 (a0_b0_c, the sigmoid); neuron 1 in none.
+    coeffs = torch.tensor([[0.0, 0.0, 1.0, 0.0, 0.0], [1e20, 1e20, 1e20, 0.0, 0.0]])
+    for backend in _backends():
+        with pytest.raises(ValueError) as error:
+            F.deu(torch.randn(2, 2), coeffs, backend=backend)
+        assert str(error.value).startswith("coeffs of neurons 1 fall in no subspace"), backend
+
+
+def test_a_graph_traced_with_the_fused_kernel_says_so_where_it_cannot_be_built(monkeypatch):
+    # As if exported where the kernel built and run where it does not.
+    monkeypatch.setattr(_cpp, "_state", {"extension": None})
+    with pytest.raises(RuntimeError) as error:
+        torch.ops.deu.forward(_x(), COEFFS, 1, 0.01, 1.0, 4.0, 1e6, "derived", "nearest", "cpp")
+    assert str(error.value) == (
+        "deu: this call was traced with backend 'cpp', but the fused CPU kernel cannot be "
+        "built here (see the warning above); trace it with backend='torch'"
+    )
+
+
+def test_classify_names_the_critical_rules():
+    from deu._subspaces import classify
+
+    with pytest.raises(ValueError) as error:
+        classify(COEFFS, 0.01, "maple")
+    assert str(error.value) == "critical must be one of ('nearest', 'paper'), got 'maple'"

@@ -229,18 +229,24 @@ def _value_and_slope(t: float, coeffs: tuple[float, ...]) -> tuple[float, float]
     return y[1], (y[2] - y[0]) / (2 * h)
 
 
-def _neighbour_gradient(x: np.ndarray, g: np.ndarray, f_coeffs, f_value, p: int) -> float:
-    """The paper's construction: p moved to +-epsilon (the sign of p; + for 0),
-    a neighbour that lands in the critical band moved onto c = b^2/(4a) (the
-    nearest rule), its initial conditions matched so that h(t*) = f(t*) and
-    h'(t*) = f'(t*) at t* = the mean input (value only for a first-order
-    neighbour), then sum g * dh/dp by central differences of the state-space
-    solution."""
+def _neighbour_gradient(
+    x: np.ndarray, g: np.ndarray, f_coeffs, f_value, p: int, raw: float = 0.0, critical="nearest"
+) -> float:
+    """The paper's construction: p moved to +-epsilon (the sign of p's raw value
+    ``raw``, which is inside the band |p| < epsilon; + for 0), a neighbour that
+    lands in the critical band moved onto the critical equation (the nearest
+    rule c = b^2/(4a), or the paper's a = |b|/2 sign(a), c = |b|/2 sign(c)),
+    its initial conditions matched so that h(t*) = f(t*) and h'(t*) = f'(t*)
+    at t* = the mean input (value only for a first-order neighbour), then sum
+    g * dh/dp by central differences of the state-space solution."""
     moved = list(f_coeffs[:3])
-    moved[p] = NEIGHBOUR_EPS * (-1.0 if f_coeffs[p] < 0 else 1.0)
+    moved[p] = NEIGHBOUR_EPS * (-1.0 if raw < 0 else 1.0)
     a, b, c = moved
     if a != 0 and c != 0 and abs(b * b - 4 * a * c) < NEIGHBOUR_EPS and np.sign(a) == np.sign(c):
-        c = b * b / (4 * a)
+        if critical == "nearest":
+            c = b * b / (4 * a)
+        else:
+            a, c = abs(b) / 2 * np.sign(a), abs(b) / 2 * np.sign(c)
     t_star = float(x.mean())
     target_value, target_slope = f_value(t_star)
     base = [_value_and_slope(t_star, (a, b, c, *ic)) for ic in ((0, 0), (1, 0), (0, 1))]
@@ -309,3 +315,161 @@ def test_the_neighbour_rule_is_the_papers_construction(coeffs, p, what, backend)
     # conditioned for these slow neighbours. 1e-5 relative, a 1e-8 floor.
     got = c.grad[0, p].item()
     assert got == pytest.approx(expected, rel=1e-5, abs=1e-8), what
+
+
+# One layer of neurons, each with its own inputs (their means, t*, differ):
+# raw coefficients inside the band |p| < epsilon of both signs, so the
+# neighbours sit at +epsilon and at -epsilon, and one singular group (the
+# oscillators) whose neighbours land in two subspaces (damped, and the band).
+LAYER = [
+    # (raw coefficients, the neuron's coefficients with |p| < epsilon at 0)
+    ((0.0, 1.0, 0.0, 0.3, 0.0), (0.0, 1.0, 0.0, 0.3, 0.0)),  # ReLU
+    ((-0.03, 1.0, 0.04, 0.3, 0.0), (0.0, 1.0, 0.0, 0.3, 0.0)),  # ReLU, a < 0 inside the band
+    ((0.5, 1.7, 0.6, 0.1, 0.2), (0.5, 1.7, 0.6, 0.1, 0.2)),  # overdamped: no gravitation
+    ((0.7, 0.0, 1.6, 0.2, 0.6), (0.7, 0.0, 1.6, 0.2, 0.6)),  # oscillator: damped neighbour
+    ((0.15, -0.02, 0.15, 0.2, 0.1), (0.15, 0.0, 0.15, 0.2, 0.1)),  # b < 0: neighbour in the band
+    ((0.9, 0.04, 0.0, 0.3, -0.5), (0.9, 0.0, 0.0, 0.3, -0.5)),  # quadratic
+]
+
+
+@pytest.mark.parametrize("critical", ["nearest", "paper"])
+def test_the_neighbour_rule_per_neuron_in_a_layer(critical):
+    steepness = 3.0
+    gen = np.random.default_rng(7)
+    n = len(LAYER)
+    means = np.array([0.2, -0.3, 0.0, 0.5, 0.1, -0.1])
+    x = means + 0.3 * gen.standard_normal((40, n))
+    g = gen.standard_normal((40, n))
+    raw = torch.tensor([r for r, _ in LAYER], dtype=torch.float64)
+    grads = {
+        backend: gradient(
+            torch.from_numpy(x),
+            raw,
+            torch.from_numpy(g),
+            backend,
+            epsilon=NEIGHBOUR_EPS,
+            steepness=steepness,
+            max_exponent=14.0,
+            max_value=1e12,
+            gravitation="neighbour",
+            critical=critical,
+        )
+        for backend in BACKENDS
+    }
+    checked = 0
+    for j, (raw_j, coeffs) in enumerate(LAYER):
+        for p in range(3):
+            if coeffs[p] != 0:
+                continue
+            expected = _neighbour_gradient(
+                x[:, j], g[:, j], coeffs, _own_value(coeffs, steepness), p, raw_j[p], critical
+            )
+            for backend, grad in grads.items():
+                got = grad[j, p].item()
+                assert got == pytest.approx(expected, rel=1e-5, abs=1e-8), (backend, j, p)
+            checked += 1
+    assert checked == 8
+    # The backends against each other, per element: both compute in float64.
+    assert_close_per_element(grads["auto"], grads["torch"], 1e-10, 1e-12, "auto vs torch")
+
+
+# The neighbour rule's pieces, against their documented contracts
+# --------------------------------------------------------------------------
+
+
+def test_t_star_is_each_neurons_mean_input_ignoring_nan():
+    from deu._autograd import _mean_input
+
+    x = torch.tensor([[1.0, 10.0], [3.0, float("nan")], [5.0, 20.0]], dtype=torch.float64)
+    # Neuron 1 has a NaN: its mean ignores it; neuron 0's is its own mean.
+    assert _mean_input(x, 1).tolist() == [3.0, 15.0]
+    assert _mean_input(x.T.contiguous(), 0).tolist() == [3.0, 15.0]
+    # (N, C, L): the mean over N and L, per channel.
+    y = torch.arange(24, dtype=torch.float64).reshape(2, 3, 4)
+    assert _mean_input(y, 1).tolist() == [7.5, 11.5, 15.5]
+    # All NaN, and a 1-d input (each element its own neuron): finite, NaN -> 0.
+    assert _mean_input(torch.full((2, 1), float("nan")), 1).tolist() == [0.0]
+    assert _mean_input(torch.tensor([2.0, float("nan")]), 0).tolist() == [2.0, 0.0]
+
+
+def _tikhonov(m: list[list[float]], r: list[float], ridge) -> list:
+    """argmin |m c - r|^2 + ridge |c|^2 = (m^T m + ridge I)^-1 m^T r, in 60 digits."""
+    import mpmath
+
+    mpmath.mp.dps = 60
+    mm, rr = mpmath.matrix(m), mpmath.matrix(r)
+    return list(mpmath.lu_solve(mm.T * mm + ridge * mpmath.eye(2), mm.T * rr))
+
+
+def _ridge(m: list[list[float]], dtype=torch.float64):
+    import mpmath
+
+    info = torch.finfo(dtype)
+    return mpmath.mpf(info.eps) * sum(mpmath.mpf(v) ** 2 for row in m for v in row) + mpmath.mpf(
+        info.tiny
+    )
+
+
+def test_the_matched_solve_is_the_ridge_least_squares_solution():
+    """_ridge_solve's contract: the minimiser of |m c - r|^2 + ridge |c|^2 with
+    ridge = eps |m|_F^2 + tiny, checked against that minimiser in 60 digits:
+    a well-conditioned m at a small scale (the ridge must stay at rounding
+    level there), an ill-conditioned one (cond 1e6, where the ridge shows), the
+    first-order pattern (c2's column zero) and a zero matrix."""
+    from deu._autograd import _ridge_solve
+
+    cases = [
+        ([[2e-4, 1e-4], [-1e-4, 3e-4]], [1e-4, 2e-4], 1e-12),
+        ([[1.0, 1.0], [1.0, 1.0 + 1e-6]], [2.0, 2.0 + 3e-6], 1e-7),
+        ([[1.0, 3.0], [0.5, 4.0]], [1.0, -2.0], 1e-13),
+        ([[0.7, 0.0], [0.0, 0.0]], [0.35, 0.0], 1e-15),
+    ]
+    columns = [
+        torch.tensor(v, dtype=torch.float64)
+        for v in zip(*[m[0] + m[1] + r for m, r, _ in cases], strict=True)
+    ]
+    c1, c2 = _ridge_solve(*columns)
+    for k, (m, r, rtol) in enumerate(cases):
+        expected = [float(v) for v in _tikhonov(m, r, _ridge(m))]
+        for got, want in zip((c1[k].item(), c2[k].item()), expected, strict=True):
+            assert got == pytest.approx(want, rel=rtol, abs=1e-300), (k, m)
+    # The ridge shows in the ill-conditioned case: the plain solve is (-1, 3).
+    assert abs(c1[1].item() - -1.0) > 1e-3
+    zero = torch.zeros(1, dtype=torch.float64)
+    assert [v.item() for v in _ridge_solve(zero, zero, zero, zero, zero + 1.0, zero + 2.0)] == [
+        0.0,
+        0.0,
+    ]
+
+
+def test_matched_initial_conditions_that_do_not_exist_are_zero():
+    """A target h(t*) = f that is NaN, or whose solve overflows to +-inf, gives
+    c1 = c2 = 0 (the neighbour's homogeneous part off), not a NaN or inf that
+    would reach the gradient; a finite one is matched."""
+    from deu._generated import SUBSPACES
+
+    from deu._autograd import Settings, _evaluate_at, _matched_initial_conditions
+
+    first_order = next(s for s in SUBSPACES if s.name == "a0_b_c")
+    settings = Settings(
+        dim=1,
+        epsilon=0.01,
+        steepness=1.0,
+        max_exponent=4.0,
+        max_value=1e12,
+        gravitation="neighbour",
+        critical="nearest",
+    )
+    coeffs = torch.tensor([[0.0, 1.0, 1.0, 0.0, 0.0]] * 4, dtype=torch.float64)
+    # At t* = 2, h = c1 e^-2 + (the particular part): c1 = (f - ...) e^2 overflows.
+    t_star = torch.full((4,), 2.0, dtype=torch.float64)
+    big = torch.finfo(torch.float64).max
+    f = torch.tensor([float("nan"), big, -big, 0.5], dtype=torch.float64)
+    solution = _matched_initial_conditions(
+        first_order, coeffs, t_star, f, torch.zeros(4, dtype=torch.float64), settings
+    )
+    assert solution[:3].tolist() == [[0.0, 0.0]] * 3
+    matched = coeffs[3:].clone()
+    matched[:, 3:] = solution[3:]
+    value, _ = _evaluate_at(first_order, matched, t_star[3:], settings)
+    assert value.item() == pytest.approx(0.5, rel=1e-14) and solution[3, 1].item() == 0.0

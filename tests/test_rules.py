@@ -228,3 +228,25 @@ def test_the_clamp_passes_no_gradient_where_it_is_active(gravitation, backend):
     # Sums of the unclamped elements' terms only (gravitation's too): 1e-12, and
     # gravitation's 1e-10 relative (its neighbour's cancellation, see test_backends).
     torch.testing.assert_close(gc, gc_ref, rtol=1e-10 if gravitation else 1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_band_is_open_and_the_subspace_boundaries_are_exact(backend):
+    """|b^2 - 4ac| == epsilon is outside the band (b^2 - 4ac > 0: overdamped),
+    just below it is inside; a*c that rounds to zero (float32, a tiny epsilon)
+    falls in no subspace for either sign of c rather than being guessed."""
+    backend = _backend(backend)
+    eps = 0.25  # a power of two: disc = 1.5^2 - 4 * 1 * 0.5 = 0.25 exactly
+    on_edge = torch.tensor([[1.0, 1.5, 0.5, 0.0, 0.0]], dtype=torch.float64)
+    inside = torch.tensor([[1.0, 1.5, 0.5 + 2**-20, 0.0, 0.0]], dtype=torch.float64)
+    assert deu.subspaces(on_edge, eps) == ["a_b_c_disc_pos"]
+    assert deu.subspaces(inside, eps) == ["a_b_c_disc_zero"]
+    t = torch.linspace(-1, 2, 7, dtype=torch.float64).reshape(-1, 1)
+    settings = dict(epsilon=eps, critical="nearest", gravitation=True, max_exponent=MAX_EXPONENT)
+    y = F.deu(t, on_edge, backend=backend, **settings)
+    expected = ode_solution(1.0, 1.5, 0.5, 0.0, 0.0, t.flatten().numpy())
+    assert np.allclose(y.flatten().numpy(), expected, rtol=1e-8, atol=1e-10)
+    for c in (1e-25, -1e-25):  # a*c = 1e-50: zero in float32
+        tiny = torch.tensor([[1e-25, 0.0, c, 0.0, 0.0]])
+        with pytest.raises(ValueError, match="neurons 0 fall in no subspace"):
+            F.deu(torch.zeros(2, 1), tiny, epsilon=1e-30, backend=backend)

@@ -685,3 +685,52 @@ def test_a_checkpoint_that_stored_the_coefficients_loads_into_the_weight():
     layer = deu.DEU(1)
     layer.load_state_dict(old)
     torch.testing.assert_close(layer.coeffs.detach(), old["coeffs"])
+
+
+@pytest.mark.parametrize("gravitation", ["derived", "neighbour"])
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_a_1d_input_is_one_row_of_neurons(backend, gravitation):
+    """(C,) with dim=0: each element is its own neuron, with the values and the
+    per-neuron gradients of the same input as one row (1, C)."""
+    coeffs = torch.tensor(
+        [
+            [0.0, 1.0, 0.0, 0.3, 0.0],
+            [0.5, 1.7, 0.6, 0.1, 0.2],
+            [0.7, 0.0, 1.6, 0.2, 0.6],
+            [0.9, 0.0, 0.0, 0.3, -0.5],
+            [0.0, 0.0, 1.5, 0.0, 0.0],
+        ],
+        dtype=torch.float64,
+    )
+    x = torch.tensor([0.3, -0.4, 1.1, 0.6, -0.2], dtype=torch.float64)
+    results = []
+    for inputs, dim in ((x, 0), (x.reshape(1, -1), 1)):
+        xi = inputs.clone().requires_grad_()
+        c = coeffs.clone().requires_grad_()
+        y = F.deu(xi, c, dim=dim, gravitation=gravitation, backend=backend)
+        y.backward(torch.linspace(0.5, 1.5, 5, dtype=torch.float64).reshape(inputs.shape))
+        results.append((y.reshape(-1), xi.grad.reshape(-1), c.grad))
+    for one_d, row in zip(*results, strict=True):
+        assert torch.allclose(one_d, row, rtol=1e-14, atol=0), (one_d, row)
+    assert (results[0][2][:, :3] != 0).sum() >= 10  # the coefficients' gradients are there
+
+
+def test_classification_stays_on_the_coefficients_device():
+    """No host round trip: on the meta device every result is a meta tensor."""
+    coeffs = torch.tensor([[0.5, 1.7, 0.6, 0.1, 0.2], [0.0, 1.0, 0.0, 0.0, 0.0]]).to("meta")
+    for critical in ("nearest", "paper"):
+        effective, index = classify(coeffs, 0.01, critical)
+        assert effective.device.type == "meta" and effective.shape == (2, 5)
+        assert index.device.type == "meta" and index.dtype == torch.long and index.shape == (2,)
+
+
+@pytest.mark.parametrize("x_grad", [True, False])
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_a_layer_of_no_neurons_has_empty_gradients(backend, x_grad):
+    x = torch.randn(3, 0, dtype=torch.float64, requires_grad=x_grad)
+    coeffs = torch.zeros(0, 5, dtype=torch.float64, requires_grad=True)
+    y = F.deu(x, coeffs, backend=backend)
+    assert y.shape == (3, 0)
+    y.backward(torch.ones_like(y))
+    assert coeffs.grad.shape == (0, 5)
+    assert (x.grad.shape == (3, 0)) if x_grad else x.grad is None
