@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0+cpu
 TORCH_PIP_ARGS ?=
 
-.PHONY: venv regenerate check-generated test lint bench triton-report gpu-check demo test-install mutants clean
+.PHONY: venv regenerate check-generated test lint bench triton-report gpu-check demo test-install mutants mutmut clean
 
 venv: $(VENV)/.installed
 
@@ -56,6 +56,17 @@ gpu-check:
 # at a time to a scratch copy, each of which the named fast tests must catch.
 mutants: venv
 	OMP_NUM_THREADS=1 $(PY) tests/mutants.py
+
+# On demand, not in CI (hours on two cores): mutmut's own mutants of
+# deu/_subspaces.py and deu/_autograd.py against the fast tests ([tool.mutmut] in
+# pyproject.toml), then tests/mutmut_report.py: every survivor must be listed there
+# as equivalent, with the reason. Results are kept in mutants/ and reused; a run
+# can be stopped and resumed, or limited to named mutants (ARGS="NAME ...").
+MUTMUT := mutmut==3.8.1
+mutmut: venv
+	$(PY) -m pip install --quiet "$(MUTMUT)"
+	DEU_PRELOAD_CPU_KERNEL=1 OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2 $(ARGS)
+	$(PY) tests/mutmut_report.py --markdown build/mutmut.md
 
 # Seconds: 2 DEUs learn the nested circles; prints their equations, writes the
 # decision boundary and the subspace gallery under build/demo.
