@@ -250,3 +250,27 @@ def test_the_band_is_open_and_the_subspace_boundaries_are_exact(backend):
         tiny = torch.tensor([[1e-25, 0.0, c, 0.0, 0.0]])
         with pytest.raises(ValueError, match="neurons 0 fall in no subspace"):
             F.deu(torch.zeros(2, 1), tiny, epsilon=1e-30, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_output_exactly_at_the_bound_keeps_its_gradient_as_torch_clamp_does(backend):
+    backend = _backend(backend)
+    # Ramps y = t and y = -t for t > 0 (a = c = 0, b = +-1): at t = 2 exactly at
+    # the bounds +2 and -2; at t = 2.5 beyond them.
+    x = torch.tensor([[2.0, 2.0], [1.0, 1.0], [2.5, 2.5]], dtype=torch.float64)
+    x.requires_grad_()
+    coeffs = torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0, 0.0]])
+    y = F.deu(
+        x,
+        coeffs.double(),
+        epsilon=EPS,
+        critical="nearest",
+        gravitation=False,
+        max_value=2.0,
+        backend=backend,
+    )
+    assert y.tolist() == [[2.0, -2.0], [1.0, -1.0], [2.0, -2.0]]
+    y.sum().backward()
+    reference = x.detach().clone().requires_grad_()
+    (reference * torch.tensor([1.0, -1.0], dtype=torch.float64)).clamp(-2.0, 2.0).sum().backward()
+    assert x.grad.tolist() == reference.grad.tolist() == [[1.0, -1.0], [1.0, -1.0], [0.0, 0.0]]

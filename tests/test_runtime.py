@@ -734,3 +734,27 @@ def test_a_layer_of_no_neurons_has_empty_gradients(backend, x_grad):
     y.backward(torch.ones_like(y))
     assert coeffs.grad.shape == (0, 5)
     assert (x.grad.shape == (3, 0)) if x_grad else x.grad is None
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_the_input_gradient_alone_equals_the_one_computed_with_the_coefficients(backend):
+    """coeffs that need no gradient (frozen): the input's gradient is the same, in
+    every neuron of a layer of several subspaces."""
+    coeffs = torch.tensor(
+        [
+            [0.0, 1.0, 0.0, 0.3, 0.0],
+            [0.5, 1.7, 0.6, 0.1, 0.2],
+            [0.7, 0.0, 1.6, 0.2, 0.6],
+            [0.9, 0.0, 0.0, 0.3, -0.5],
+        ],
+        dtype=torch.float64,
+    )
+    x = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    grads = []
+    for frozen in (False, True):
+        xi = x.clone().requires_grad_()
+        c = coeffs.clone().requires_grad_(not frozen)
+        F.deu(xi, c, backend=backend).sum().backward()
+        grads.append(xi.grad)
+    assert torch.equal(grads[0], grads[1])
+    assert (grads[1] != 0).any(dim=0).all()  # every neuron has its gradient
