@@ -153,6 +153,38 @@ EQUIVALENT = [
         "a layer of no neurons: a gradient that is not needed is dropped by _backward",
     ),
     Equivalent("backward_values", "if (need_coeffs) or True else nothing", "as above"),
+    Equivalent(
+        "backward_values",
+        "torch.zeros_like(group_coeffs[:, 1])",
+        "column 1 has the shape, dtype and device of column 0",
+    ),
+    Equivalent(
+        "backward_values",
+        "summed, strict=None)",
+        "the five coefficient outputs and summed_outputs' five flags: strict changes nothing",
+    ),
+    Equivalent("backward_values", "summed, strict=False)", "as above"),
+    Equivalent("backward_values", "summed, )", "as above"),
+    Equivalent(
+        "backward_values",
+        "<= settings.max_value).to(None)",
+        "the mask stays bool, and a float tensor times a bool one is of the float's dtype",
+    ),
+    Equivalent(
+        "backward_values",
+        "lambda bad: unclassified_error(",
+        "unreachable in the backward: the forward classified the same coefficients and "
+        "raised for neurons in no subspace (autograd's version check forbids changing "
+        "them in between)",
+    ),
+    Equivalent("backward_values", "_groups(index, None)", "as above"),
+    Equivalent("backward_values", "_groups(index, lambda bad: None)", "as above"),
+    Equivalent(
+        "_backward",
+        "grad_x if (need_input) or True else None",
+        "a placeholder returned for an input that needs no gradient is ignored by autograd",
+    ),
+    Equivalent("_backward", "grad_coeffs if (need_coeffs) or True else None", "as above"),
 ]
 
 # Survivors of the fast subset that a test outside it kills: the Triton branch
@@ -166,6 +198,26 @@ KILLED_OUTSIDE = [
     ("backward_values", "None, coeffs, g.contiguous(), settings", TRITON_TESTS),
     ("backward_values", "x.contiguous(), None, g.contiguous(), settings", TRITON_TESTS),
     ("backward_values", "x.contiguous(), coeffs, None, settings", TRITON_TESTS),
+    ("backward_values", "g.contiguous(), None, need_input", TRITON_TESTS),
+    ("backward_values", "settings, None, need_coeffs", TRITON_TESTS),
+    ("backward_values", "settings, need_input, None", TRITON_TESTS),
+    ("backward_values", "coeffs, g.contiguous(), settings, need_input, need_coeffs", TRITON_TESTS),
+    ("backward_values", "x.contiguous(), g.contiguous(), settings", TRITON_TESTS),
+    ("backward_values", "x.contiguous(), coeffs, settings, need_input", TRITON_TESTS),
+    ("backward_values", "g.contiguous(), need_input, need_coeffs", TRITON_TESTS),
+    ("backward_values", "settings, need_coeffs", TRITON_TESTS),
+    ("backward_values", "settings, need_input, )", TRITON_TESTS),
+    ("backward_values", "if grads is None:", TRITON_TESTS),
+    ("forward_values", 'settings.backend == "XXtritonXX"', TRITON_TESTS),
+    ("forward_values", 'settings.backend == "TRITON"', TRITON_TESTS),
+    ("forward_values", "y = None", TRITON_TESTS),
+    ("forward_values", "_triton.forward(None, coeffs, settings)", TRITON_TESTS),
+    ("forward_values", "_triton.forward(x.contiguous(), None, settings)", TRITON_TESTS),
+    ("forward_values", "_triton.forward(x.contiguous(), coeffs, None)", TRITON_TESTS),
+    ("forward_values", "_triton.forward(coeffs, settings)", TRITON_TESTS),
+    ("forward_values", "_triton.forward(x.contiguous(), settings)", TRITON_TESTS),
+    ("forward_values", "_triton.forward(x.contiguous(), coeffs, )", TRITON_TESTS),
+    ("forward_values", "if y is None:", TRITON_TESTS),
 ]
 
 
