@@ -70,7 +70,7 @@ def _expected_rows() -> set[tuple[str, str]]:
     deu_paths = (
         "DEU default (fused CPU kernel)",
         "DEU generated PyTorch, eager",
-        "DEU generated PyTorch, compiled (eager)",
+        "DEU operator under torch.compile (eager)",
     )
     expected = set()
     for group, loop in activation_rows.items():
