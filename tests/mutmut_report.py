@@ -242,21 +242,15 @@ def _function(name: str) -> str:
     return mangled[2:]  # "x_" + the function's name
 
 
-def _added_lines(name: str) -> list[str]:
+def _changed_lines(name: str) -> list[str]:
+    """The mutant's diff against the original function: its - and + lines."""
     from mutmut.mutation.diff_apply import get_diff_for_mutant
 
-    diff = get_diff_for_mutant(name)
     return [
-        line[1:].strip()
-        for line in diff.splitlines()
-        if line.startswith("+") and not line.startswith("+++")
+        line
+        for line in get_diff_for_mutant(name).splitlines()
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
     ]
-
-
-def _diff(name: str) -> str:
-    from mutmut.mutation.diff_apply import get_diff_for_mutant
-
-    return "\n".join(line for line in get_diff_for_mutant(name).splitlines() if line[:1] in "+-")
 
 
 def _fails(name: str, tests: tuple[str, ...]) -> bool:
@@ -277,12 +271,17 @@ def main(argv: list[str] | None = None) -> int:
 
     codes = _mutants()
     survivors = sorted(k for k, v in codes.items() if v == 0)
+    changed = {name: _changed_lines(name) for name in survivors}
+    added = {
+        name: " ".join(line[1:].strip() for line in lines if line.startswith("+"))
+        for name, lines in changed.items()
+    }
     explained: dict[str, Equivalent] = {}
     unexplained: list[str] = []
     for name in survivors:
-        added = " ".join(_added_lines(name))
         match = next(
-            (e for e in EQUIVALENT if e.function == _function(name) and e.added in added), None
+            (e for e in EQUIVALENT if e.function == _function(name) and e.added in added[name]),
+            None,
         )
         if match is None:
             unexplained.append(name)
@@ -290,9 +289,9 @@ def main(argv: list[str] | None = None) -> int:
             explained[name] = match
     killed_outside: dict[str, tuple[str, ...]] = {}
     for name in list(unexplained):
-        added = " ".join(_added_lines(name))
         tests = next(
-            (t for f, text, t in KILLED_OUTSIDE if f == _function(name) and text in added), None
+            (t for f, text, t in KILLED_OUTSIDE if f == _function(name) and text in added[name]),
+            None,
         )
         if tests is not None and _fails(name, tests):
             unexplained.remove(name)
@@ -323,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += [
             f"- SURVIVED `{name}`:",
             "",
-            *("      " + d for d in _diff(name).splitlines()),
+            *("      " + line for line in changed[name]),
             "",
         ]
     for e in unused:
