@@ -7,8 +7,11 @@ warning per process.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -49,6 +52,42 @@ def _simd_flags() -> list[str]:
     return []
 
 
+@contextlib.contextmanager
+def _building(build_directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the kernel's build folder; clear a stale torch lock.
+
+    torch's extension loader marks a build in progress with a ``lock`` file that
+    only the builder removes. A process killed while building (Ctrl-C, a test's
+    time limit) leaves it behind, and every later load then waits for it forever,
+    without a word. Every load of this kernel goes through here and holds an
+    ``flock`` on ``deu.flock`` in the same folder, which the system releases when
+    its holder exits, however it exits. So, holding it, a ``lock`` file that is
+    present was left by a process that died mid-build: it is removed, with a
+    warning, and the build runs again.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: torch's own lock only
+        yield
+        return
+    build_directory.mkdir(parents=True, exist_ok=True)
+    with open(build_directory / "deu.flock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            stale = build_directory / "lock"
+            if stale.exists():
+                warnings.warn(
+                    f"deu: removed {stale}, left by a process that stopped while building "
+                    "the fused CPU kernel; building it again",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                os.remove(stale)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def load() -> ModuleType | None:
     """The compiled extension, or None if it cannot be built here."""
     if "extension" in _state:
@@ -64,14 +103,18 @@ def load() -> ModuleType | None:
         flags = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", *_simd_flags()]
         digest = hashlib.sha256(b"".join((folder / f).read_bytes() for f in _SOURCES))
         digest.update(" ".join(flags).encode())
-        extension = cpp_extension.load(
-            name=f"deu_cpu_{digest.hexdigest()[:16]}",
-            sources=[str(folder / "deu_cpu.cpp")],
-            extra_include_paths=[str(folder)],
-            extra_cflags=flags,
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
+        name = f"deu_cpu_{digest.hexdigest()[:16]}"
+        build_directory = Path(cpp_extension._get_build_directory(name, verbose=False))
+        with _building(build_directory):
+            extension = cpp_extension.load(
+                name=name,
+                sources=[str(folder / "deu_cpu.cpp")],
+                extra_include_paths=[str(folder)],
+                extra_cflags=flags,
+                extra_ldflags=["-fopenmp"],
+                build_directory=str(build_directory),
+                verbose=False,
+            )
     except Exception as error:  # noqa: BLE001 - any build failure means: fall back
         warnings.warn(
             f"deu: building the fused CPU kernel failed ({type(error).__name__}: {error}); "

@@ -125,17 +125,30 @@ def _validate(x: torch.Tensor, coeffs: torch.Tensor, dim: int, settings: dict) -
         raise ValueError(
             f"coeffs must be on the input's device ({x.device}), got coeffs on {coeffs.device}"
         )
-    for name in ("epsilon", "steepness", "max_value"):
-        value = settings[name]
+    check_settings(**{k: v for k, v in settings.items() if k != "gravitation"})
+    return dim
+
+
+def check_settings(
+    *,
+    epsilon: float,
+    steepness: float,
+    max_exponent: float,
+    max_value: float,
+    critical: str,
+) -> None:
+    """Raise a ValueError naming the setting, its range and its value, if one is out of range.
+
+    :func:`deu` checks its settings on every call; :class:`deu.DEU` checks its own
+    when it is built, so that a bad one is reported where it was written.
+    """
+    for name, value in (("epsilon", epsilon), ("steepness", steepness), ("max_value", max_value)):
         if not (value > 0 and value < float("inf")):
             raise ValueError(f"{name} must be positive and finite, got {value}")
-    if not 0 < settings["max_exponent"] <= MAX_EXP_CAP:
-        raise ValueError(
-            f"max_exponent must be in (0, {MAX_EXP_CAP:g}], got {settings['max_exponent']}"
-        )
-    if settings["critical"] not in CRITICAL_RULES:
-        raise ValueError(f"critical must be one of {CRITICAL_RULES}, got {settings['critical']!r}")
-    return dim
+    if not 0 < max_exponent <= MAX_EXP_CAP:
+        raise ValueError(f"max_exponent must be in (0, {MAX_EXP_CAP:g}], got {max_exponent}")
+    if critical not in CRITICAL_RULES:
+        raise ValueError(f"critical must be one of {CRITICAL_RULES}, got {critical!r}")
 
 
 def deu(

@@ -136,6 +136,14 @@ class DEU(nn.Module):
         F.gravitation_rule(gravitation)  # a clear error now rather than at the first call
         self.gravitation = gravitation
         self.critical = critical if critical is not None else ("paper" if paper else "nearest")
+        # A bad setting is an error here, where it was written, not at the first forward.
+        F.check_settings(
+            epsilon=float(epsilon),
+            steepness=float(steepness),
+            max_exponent=self.max_exponent,
+            max_value=float(max_value),
+            critical=self.critical,
+        )
         self.backend = backend
         if coefficient_scale is None:
             coefficient_scale = 1.0 if paper else DEFAULT_COEFFICIENT_SCALE

@@ -95,6 +95,11 @@ def train(args: argparse.Namespace) -> float:
     if rank == 0:
         print(f"test accuracy {accuracy:.4f} ({args.activation}, {world} process(es))")
     if world > 1:
+        # Every rank tears the group down in the same order: no rank destroys it
+        # while another still talks to it (the barrier), and DDP's reducer, which
+        # holds a reference to the group, is released before the group is destroyed.
+        dist.barrier()
+        del model
         dist.destroy_process_group()
     return accuracy
 

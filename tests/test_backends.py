@@ -6,6 +6,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import deu._generated as generated
@@ -295,6 +296,55 @@ def test_a_failed_kernel_build_falls_back_with_one_warning(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         F.deu(x, coeffs, backend="cpp")  # no second warning
+
+
+def test_a_build_lock_left_by_a_killed_build_is_removed_not_waited_on(cpu_kernel, tmp_path):
+    # torch's loader waits, silently and forever, for a `lock` file that only the
+    # process building the extension removes; one killed mid-build leaves it.
+    # A copy of the built folder (so nothing is compiled) with such a lock in it:
+    built = Path(cpu_kernel.__file__).parent
+    copy = tmp_path / built.name
+    shutil.copytree(built, copy, symlinks=True)
+    (copy / "lock").touch()
+    (copy / "deu.flock").unlink(missing_ok=True)
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path))
+    script = (
+        "import warnings; warnings.simplefilter('always')\n"
+        "from deu import _cpp\n"
+        "assert _cpp.load() is not None, 'the kernel did not load'\n"
+        "print(_cpp.load().__file__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(copy / built.name) + ".so", done.stdout
+    assert f"removed {copy / 'lock'}, left by a process that stopped while building" in done.stderr
+    assert not (copy / "lock").exists()
+
+
+def test_a_build_in_progress_is_waited_for_not_broken(cpu_kernel, tmp_path):
+    # While one process holds the build folder's flock, another waits for it
+    # rather than taking torch's `lock` file for stale.
+    fcntl = pytest.importorskip("fcntl")
+    built = Path(cpu_kernel.__file__).parent
+    copy = tmp_path / built.name
+    shutil.copytree(built, copy, symlinks=True)
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path))
+    script = "from deu import _cpp\nassert _cpp.load() is not None\nprint('loaded')\n"
+    with open(copy / "deu.flock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        (copy / "lock").touch()  # the holder is "building"
+        waiter = subprocess.Popen(
+            [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True
+        )
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiter.wait(timeout=5)
+        assert (copy / "lock").exists()
+        (copy / "lock").unlink()  # the holder finishes its build
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    out, _ = waiter.communicate(timeout=240)
+    assert waiter.returncode == 0 and out.strip() == "loaded"
 
 
 def test_unknown_or_misplaced_backends_are_rejected():

@@ -156,7 +156,15 @@ def test_ddp_ranks_agree_with_each_other_and_with_one_process_on_the_full_batch(
     assert torch.allclose(ranks[0], single[1].coeffs.detach(), rtol=1e-12, atol=1e-14)
 
 
-def test_the_training_entry_point_runs_under_torchrun():
+def _rank_logs(log_dir: Path) -> str:
+    """Every rank's stdout and stderr that torchrun redirected under ``log_dir``."""
+    parts = []
+    for log in sorted(log_dir.rglob("*.log")):
+        parts.append(f"--- {log.relative_to(log_dir)} ---\n{log.read_text(errors='replace')}")
+    return "\n".join(parts) or "(no rank logs were written)"
+
+
+def test_the_training_entry_point_runs_under_torchrun(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     result = subprocess.run(
         [
@@ -164,6 +172,12 @@ def test_the_training_entry_point_runs_under_torchrun():
             "--standalone",
             "--nproc_per_node",
             "2",
+            # Each rank's output goes to its own file, so a failure shows what the
+            # rank that failed printed, not only torchrun's summary of it.
+            "--log-dir",
+            str(tmp_path),
+            "--redirects",
+            "3",
             "-m",
             "deu.train",
             "--epochs",
@@ -173,9 +187,12 @@ def test_the_training_entry_point_runs_under_torchrun():
         capture_output=True,
         text=True,
         timeout=300,
+        # A rank that aborts (a C++ terminate, a fatal Python error) prints its Python stack.
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "test accuracy" in result.stdout and "(deu, 2 process(es))" in result.stdout
+    logs = _rank_logs(tmp_path)
+    assert result.returncode == 0, f"{result.stderr[-2000:]}\n{logs}"
+    assert "test accuracy" in logs and "(deu, 2 process(es))" in logs, logs
 
 
 # --- compile, export, mixed precision ----------------------------------------------

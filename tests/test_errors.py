@@ -75,6 +75,31 @@ def _x():
             ValueError,
             r"coeffs must be on the input's device \(cpu\), got coeffs on meta",
         ),
+        (
+            lambda: deu.DEU(2, steepness=0.0),
+            ValueError,
+            r"steepness must be positive and finite, got 0\.0",
+        ),
+        (
+            lambda: deu.DEU(2, epsilon=float("inf")),
+            ValueError,
+            r"epsilon must be positive and finite, got inf",
+        ),
+        (
+            lambda: deu.DEU(2, max_value=-1.0),
+            ValueError,
+            r"max_value must be positive and finite, got -1\.0",
+        ),
+        (
+            lambda: deu.DEU(2, max_exponent=100.0),
+            ValueError,
+            r"max_exponent must be in \(0, 80\], got 100\.0",
+        ),
+        (
+            lambda: deu.DEU(2, critical="maple"),
+            ValueError,
+            r"critical must be one of \('nearest', 'paper'\), got 'maple'",
+        ),
     ],
     ids=[
         "list coeffs",
@@ -88,6 +113,11 @@ def _x():
         "coeffs on meta",
         "input on meta",
         "module on meta",
+        "layer steepness 0",
+        "layer epsilon inf",
+        "layer max_value < 0",
+        "layer max_exponent > cap",
+        "layer critical unknown",
     ],
 )
 def test_bad_arguments_raise_an_error_naming_the_expected_and_the_actual_value(
