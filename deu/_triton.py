@@ -2,7 +2,9 @@
 
 The formulas are ``deu._generated.deu_triton`` (rendered by ``python -m derive``
 from the same CSE'd expressions as the PyTorch kernels); this module loads,
-stores and reduces. Neurons are grouped by subspace exactly as the PyTorch path
+stores and reduces. One kernel classifies the neurons (:func:`classify`: the
+rules of ``deu._subspaces.classify`` restated step for step, tested equal to
+them bit for bit); they are then grouped by subspace exactly as the PyTorch path
 groups them (``deu._autograd._groups``), and each group runs one kernel compiled
 for its subspace only (a ``tl.constexpr``): no masked evaluation of every
 subspace. A program covers a tile of BLOCK_M rows (the elements of a neuron,
@@ -34,12 +36,117 @@ import triton.language as tl
 
 from deu._autograd import Settings, _flat, _gravitation, _groups, _take, summed_outputs
 from deu._generated import SUBSPACES
-from deu._generated.deu_triton import derivatives, value
-from deu._subspaces import classify, unclassified_error
+from deu._generated.deu_triton import _sign, derivatives, value
+from deu._subspaces import SUBSPACE_NAMES, unclassified_error
 
 # Interpreted: triton.jit was applied with TRITON_INTERPRET=1 set, so the
 # kernels run in Python on CPU tensors (how the tests run them).
 INTERPRETED = not isinstance(value, triton.runtime.JITFunction)
+
+
+# Subspace indices, in the order of deu._generated.SUBSPACES, for classify_kernel.
+_I = {name: i for i, name in enumerate(SUBSPACE_NAMES)}
+A0_B0_C = tl.constexpr(_I["a0_b0_c"])
+A0_B_C0 = tl.constexpr(_I["a0_b_c0"])
+A0_B_C = tl.constexpr(_I["a0_b_c"])
+A_B0_C0 = tl.constexpr(_I["a_b0_c0"])
+A_B0_C_POS = tl.constexpr(_I["a_b0_c_pos"])
+A_B0_C_NEG = tl.constexpr(_I["a_b0_c_neg"])
+A_B_C0 = tl.constexpr(_I["a_b_c0"])
+A_B_C_DISC_POS = tl.constexpr(_I["a_b_c_disc_pos"])
+A_B_C_DISC_NEG = tl.constexpr(_I["a_b_c_disc_neg"])
+A_B_C_DISC_ZERO = tl.constexpr(_I["a_b_c_disc_zero"])
+assert len(_I) == 10, f"classify_kernel knows 10 subspaces, deu._generated has {len(_I)}"
+
+
+@triton.jit
+def _div(x, y):
+    # Correctly rounded in both dtypes, as torch's division is (a float32 "/" may
+    # be approximate on a GPU).
+    if x.dtype == tl.float64:
+        return x / y
+    else:
+        return tl.div_rn(x, y)
+
+
+@triton.jit
+def classify_kernel(
+    coeffs_ptr, params_ptr, effective_ptr, index_ptr, n,
+    CRITICAL_PAPER: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """deu._subspaces.classify, operation for operation, for BLOCK neurons a program.
+
+    One launch instead of the ~100 elementwise steps of the PyTorch version on
+    (C,)-sized tensors. Launched without floating-point contraction, so b*b - 4ac
+    and b*b/(4a) round as the PyTorch steps do and every neuron lands in the same
+    subspace (tests/test_triton.py compares the two bit for bit). epsilon is
+    params[3], in the coefficients' dtype, as torch compares with it.
+    """
+    neuron = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = neuron < n
+    base = coeffs_ptr + neuron * 5
+    a = tl.load(base, mask=ok, other=1.0)
+    b = tl.load(base + 1, mask=ok, other=1.0)
+    c = tl.load(base + 2, mask=ok, other=1.0)
+    epsilon = tl.load(params_ptr + 3)
+    za = tl.abs(a) < epsilon
+    zb = tl.abs(b) < epsilon
+    zc = tl.abs(c) < epsilon
+    all_zero = za & zb & zc
+    a = tl.where(za, 0.0, a)
+    c = tl.where(zc, 0.0, c)
+    b = tl.where(all_zero, epsilon, tl.where(zb, 0.0, b))
+    zb = zb & ~all_zero
+
+    disc = b * b - 4 * a * c
+    same_sign = _sign(a) == _sign(c)
+    band = ~za & ~zb & ~zc & (tl.abs(disc) < epsilon) & same_sign
+
+    index = tl.full(a.shape, -1, tl.int64)
+    index = tl.where(za & zb & ~zc, A0_B0_C, index)
+    index = tl.where(za & ~zb & zc, A0_B_C0, index)
+    index = tl.where(za & ~zb & ~zc, A0_B_C, index)
+    index = tl.where(~za & zb & zc, A_B0_C0, index)
+    index = tl.where(~za & zb & ~zc & (a * c > 0), A_B0_C_POS, index)
+    index = tl.where(~za & zb & ~zc & (a * c < 0), A_B0_C_NEG, index)
+    index = tl.where(~za & ~zb & zc, A_B_C0, index)
+    full = ~za & ~zb & ~zc
+    index = tl.where(full & ~band & (disc > 0), A_B_C_DISC_POS, index)
+    index = tl.where(full & ~band & (disc <= 0), A_B_C_DISC_NEG, index)
+    index = tl.where(band, A_B_C_DISC_ZERO, index)
+
+    if CRITICAL_PAPER:
+        # |b| * 0.5 is |b| / 2 correctly rounded, as torch's division gives it (a
+        # float32 "/ 2" may be approximate on a GPU).
+        half = tl.abs(b) * 0.5
+        a, c = tl.where(band, half * _sign(a), a), tl.where(band, half * _sign(c), c)
+    else:
+        # (a is nonzero in the band; elsewhere the quotient is discarded: 1 avoids 0/0.)
+        c = tl.where(band, _div(b * b, tl.where(band, 4 * a, 1.0)), c)
+    out = effective_ptr + neuron * 5
+    tl.store(out, a, mask=ok)
+    tl.store(out + 1, b, mask=ok)
+    tl.store(out + 2, c, mask=ok)
+    tl.store(out + 3, tl.load(base + 3, mask=ok), mask=ok)
+    tl.store(out + 4, tl.load(base + 4, mask=ok), mask=ok)
+    tl.store(index_ptr + neuron, index, mask=ok)
+
+
+CLASSIFY_BLOCK = 128
+
+
+def classify(coeffs: torch.Tensor, params: torch.Tensor, critical: str):
+    """(effective coefficients, subspace index per neuron), as deu._subspaces.classify
+    returns them, in one kernel launch; ``params[3]`` is epsilon."""
+    neurons = coeffs.shape[0]
+    effective = torch.empty_like(coeffs)
+    index = torch.empty(neurons, dtype=torch.long, device=coeffs.device)
+    if neurons:
+        classify_kernel[(triton.cdiv(neurons, CLASSIFY_BLOCK),)](
+            coeffs, params, effective, index, neurons,
+            CRITICAL_PAPER=critical == "paper", BLOCK=CLASSIFY_BLOCK, enable_fp_fusion=False,
+        )  # fmt: skip
+    return effective, index
 
 
 @triton.jit
@@ -196,25 +303,34 @@ def _failed(error: BaseException) -> None:
 
 
 def _launch_plan(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings):
-    """Effective coefficients, (subspace, its neurons) groups and the shape numbers."""
-    effective, index = classify(coeffs, settings.epsilon, settings.critical)
+    """Effective coefficients, (subspace, its neurons) groups and the shape numbers;
+    None if the classification kernel failed (warned once)."""
+    # Filled on the device (torch.tensor of a list would copy from the host and
+    # wait for the stream).
+    params = x.new_empty(4)
+    params[0], params[1], params[2] = settings.steepness, settings.max_value, settings.max_exponent
+    params[3] = settings.epsilon
+    try:
+        effective, index = classify(coeffs.contiguous(), params, settings.critical)
+    except Exception as error:  # noqa: BLE001 - any compile or launch failure: fall back
+        _failed(error)
+        return None
     groups = _groups(index, lambda bad: unclassified_error(coeffs, bad))
     outer, neurons, inner = _flat(x, settings.dim)
     rows = outer * inner
     all_neurons = torch.arange(neurons, device=x.device)
     plan = [(s, all_neurons if idx is None else idx) for s, idx in groups]
-    # Filled on the device (torch.tensor of a list would copy from the host and
-    # wait for the stream).
-    params = x.new_empty(3)
-    params[0], params[1], params[2] = settings.steepness, settings.max_value, settings.max_exponent
-    return effective.contiguous(), groups, plan, params, rows, neurons, inner
+    return effective, groups, plan, params, rows, neurons, inner
 
 
 def forward(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings) -> torch.Tensor | None:
     """The clamped activation of contiguous ``x``; None if the kernels cannot run."""
     if not _usable(x.device):
         return None
-    effective, _, plan, params, rows, neurons, inner = _launch_plan(x, coeffs, settings)
+    launch = _launch_plan(x, coeffs, settings)
+    if launch is None:
+        return None
+    effective, _, plan, params, rows, neurons, inner = launch
     y = torch.empty_like(x)
     block_m, block_n = blocks(inner, x.dtype)
     try:
@@ -273,7 +389,10 @@ def backward(
     needed; None if the kernels cannot run."""
     if not _usable(x.device):
         return None
-    effective, groups, plan, params, rows, neurons, inner = _launch_plan(x, coeffs, settings)
+    launch = _launch_plan(x, coeffs, settings)
+    if launch is None:
+        return None
+    effective, groups, plan, params, rows, neurons, inner = launch
     block_m, block_n = blocks(inner, x.dtype)
     row_blocks = triton.cdiv(rows, block_m)
     nothing = x.new_empty(0)

@@ -1,7 +1,8 @@
 """Ahead-of-time compilation of every Triton kernel variant, with no GPU present.
 
 ``python -m deu._triton_aot [--arch 90] [--hip]`` (``make triton-report``)
-compiles each variant (subspace x dtype x forward/backward x tile shape) for
+compiles each variant (subspace x dtype x forward/backward x tile shape, and
+the classification kernel per dtype and critical rule) for
 the named target and prints the register and spill counts that ptxas reports
 (on a ROCm target: the VGPR and spill counts in the AMDGCN metadata). A spill
 is a performance bug. The tests call :func:`compile_variant` for sm_80, sm_90
@@ -32,15 +33,22 @@ DTYPES = {"fp32": torch.float32, "fp64": torch.float64}
 
 
 class Variant(NamedTuple):
-    kind: str  # "forward" or "backward"
-    subspace: int
+    kind: str  # "forward", "backward" or "classify"
+    subspace: int  # the classification's critical rule, for "classify": 0 nearest, 1 paper
     dtype: str  # "fp32" or "fp64"
-    tile: tuple[int, int]  # (BLOCK_M, BLOCK_N)
+    tile: tuple[int, int]  # (BLOCK_M, BLOCK_N); (BLOCK, 1) for "classify"
 
     @property
     def name(self) -> str:
         block_m, block_n = self.tile
+        if self.kind == "classify":
+            return f"classify {('nearest', 'paper')[self.subspace]} {self.dtype} {block_m}"
         return f"{self.kind} {SUBSPACE_NAMES[self.subspace]} {self.dtype} {block_m}x{block_n}"
+
+    @property
+    def options(self) -> dict[str, bool]:
+        """Compile options as deu/_triton.py launches the kernel with."""
+        return {"enable_fp_fusion": False} if self.kind == "classify" else {}
 
 
 def variants() -> Iterator[Variant]:
@@ -50,10 +58,19 @@ def variants() -> Iterator[Variant]:
             for subspace in range(len(SUBSPACE_NAMES)):
                 for kind in ("forward", "backward"):
                     yield Variant(kind, subspace, dtype, tile)
+        for paper in (0, 1):
+            yield Variant("classify", paper, dtype, (_triton.CLASSIFY_BLOCK, 1))
 
 
 def _source(variant: Variant) -> ASTSource:
     pointer = f"*{variant.dtype}"
+    if variant.kind == "classify":
+        fn = _triton.classify_kernel
+        signature = {"coeffs_ptr": pointer, "params_ptr": pointer, "effective_ptr": pointer}
+        signature |= {"index_ptr": "*i64", "n": "i32"}
+        rule = {"CRITICAL_PAPER": bool(variant.subspace), "BLOCK": variant.tile[0]}
+        signature |= {name: "constexpr" for name in rule}
+        return ASTSource(fn=fn, signature={n: signature[n] for n in fn.arg_names}, constexprs=rule)
     sizes = {"n_group": "i32", "rows": "i32", "neurons": "i32", "inner": "i32"}
     tile = {"BLOCK_M": variant.tile[0], "BLOCK_N": variant.tile[1]}
     if variant.kind == "forward":
@@ -86,7 +103,7 @@ def compile_variant(variant: Variant, target: GPUTarget):
     """The compiled kernel (triton.compile's result) of one variant for ``target``."""
     if _triton.INTERPRETED:
         raise RuntimeError("TRITON_INTERPRET=1 is set: interpreted kernels cannot be compiled")
-    return triton.compile(_source(variant), target=target)
+    return triton.compile(_source(variant), target=target, options=variant.options)
 
 
 def _ptxas_report(ptx: str, arch: int) -> Report:

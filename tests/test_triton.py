@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import deu
+from deu import _subspaces as deu_subspaces
 from deu import functional as F
 
 # triton.jit reads TRITON_INTERPRET when a function is decorated, and triton's
@@ -241,6 +242,26 @@ def test_a_kernel_that_fails_falls_back_to_pytorch_with_one_warning(monkeypatch)
     monkeypatch.setattr(_triton, "_state", {})  # for the fixture's check
 
 
+def test_a_classification_kernel_that_fails_falls_back_with_one_warning(monkeypatch):
+    class Broken:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                raise RuntimeError("no such GPU")
+
+            return launch
+
+    monkeypatch.setattr(_triton, "classify_kernel", Broken())
+    monkeypatch.setattr(_triton, "_state", {})
+    coeffs = torch.tensor(NEURONS[7:10], requires_grad=True)
+    x = torch.randn(4, 3, requires_grad=True)
+    with pytest.warns(RuntimeWarning, match="Triton kernel failed.*no such GPU"):
+        y = F.deu(x, coeffs, backend="triton")
+    y.sum().backward()  # the backward falls back as well, silently
+    expected = F.deu(x, coeffs, backend="torch")
+    assert torch.equal(y, expected)
+    monkeypatch.setattr(_triton, "_state", {})  # for the fixture's check
+
+
 def test_the_operator_passes_opcheck_with_the_triton_backend():
     from deu._autograd import deu_forward
 
@@ -327,7 +348,7 @@ def test_this_file_passes_in_a_fresh_process():
 def test_forward_and_backward_do_run_the_triton_kernels(monkeypatch):
     """Every comparison above would pass if backend="triton" quietly ran the
     PyTorch path: count the kernels' launches."""
-    launches = {"forward_kernel": 0, "backward_kernel": 0}
+    launches = {"classify_kernel": 0, "forward_kernel": 0, "backward_kernel": 0}
 
     class Counting:
         def __init__(self, name, kernel):
@@ -350,7 +371,59 @@ def test_forward_and_backward_do_run_the_triton_kernels(monkeypatch):
     coeffs = torch.tensor(NEURONS[:4], dtype=torch.float64, requires_grad=True)
     x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
     y = F.deu(x, coeffs, backend="triton")
-    assert launches == {"forward_kernel": 4, "backward_kernel": 0}  # one per subspace
+    # One classification, then one kernel per subspace.
+    assert launches == {"classify_kernel": 1, "forward_kernel": 4, "backward_kernel": 0}
     y.sum().backward()
-    assert launches == {"forward_kernel": 4, "backward_kernel": 4}
+    assert launches == {"classify_kernel": 2, "forward_kernel": 4, "backward_kernel": 4}
     assert torch_path == []
+
+
+def _boundary_coefficients(dtype, epsilon, generator):
+    """Coefficients on and around every edge of the classification's rules."""
+    eps = torch.tensor(epsilon, dtype=dtype)  # epsilon as torch compares with it
+    below, above = torch.nextafter(eps, -eps), torch.nextafter(eps, 2 * eps)
+    rows = []
+    edges = [0.0, -0.0, eps, -eps, below, -below, above, -above, 3 * eps, -2 * eps]
+    for a in edges:  # every combination of edge values of a, b and c
+        for b in edges:
+            for c in edges:
+                rows.append((a, b, c, 0.1, -0.2))
+    # Around the critical band: b chosen so that b^2 - 4ac is near +-epsilon and 0.
+    a = torch.empty(400, dtype=dtype).uniform_(-2, 2, generator=generator)
+    c = torch.empty(400, dtype=dtype).uniform_(-2, 2, generator=generator)
+    offset = torch.tensor([-1.0, -0.999999, 0.0, 0.999999, 1.0], dtype=dtype).repeat(80) * eps
+    b = (4 * a * c + offset).abs().sqrt() * torch.where(a > 0, 1.0, -1.0).to(dtype)
+    rows += torch.stack([a, b, c, c, a], 1).tolist()
+    # Broad random values, NaNs (which no rule classifies), and huge and tiny ones.
+    rows += (torch.randn(300, 5, generator=generator, dtype=dtype) * 3).tolist()
+    rows += [(float("nan"), 1.0, 1.0, 0.0, 0.0), (1.0, 1.0, float("nan"), 0.0, 0.0)]
+    rows += [(1e30, 3e30, 1e30, 0.0, 0.0), (1e-30, 1e-30, -1e-30, 0.0, 0.0)]
+    return torch.tensor(rows, dtype=dtype)
+
+
+def _bits(t):
+    return t.view(torch.int64 if t.dtype == torch.float64 else torch.int32)
+
+
+@pytest.mark.parametrize("critical", ["nearest", "paper"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("epsilon", [0.01, 0.3, 1e-30])
+def test_the_classification_kernel_equals_the_pytorch_rules_bit_for_bit(critical, dtype, epsilon):
+    # The kernel restates deu/_subspaces.py's classify; every neuron must land in
+    # the same subspace with the same effective coefficients, to the bit (a
+    # neuron in a different subspace is a different function).
+    coeffs = _boundary_coefficients(dtype, epsilon, torch.Generator().manual_seed(3))
+    params = torch.tensor([3.0, 1000.0, 4.0, epsilon], dtype=dtype)
+    effective, index = _triton.classify(coeffs, params, critical)
+    expected_effective, expected_index = deu_subspaces.classify(coeffs, epsilon, critical)
+    assert torch.equal(index, expected_index)
+    # Every subspace is reached, and unclassifiable neurons (-1), but at epsilon =
+    # 1e-30 in float32, where a*c of the b = 0 neurons underflows to 0 (-1 too).
+    reached = set(index.tolist())
+    if epsilon == 1e-30 and dtype == torch.float32:
+        reached |= {_triton._I["a_b0_c_pos"], _triton._I["a_b0_c_neg"]}
+    assert reached == set(range(10)) | {-1}, sorted(reached)
+    nan = expected_effective.isnan()
+    assert torch.equal(effective.isnan(), nan)
+    different = (_bits(effective) != _bits(expected_effective)) & ~nan
+    assert not different.any(), (coeffs[different.any(1)][:3], effective[different.any(1)][:3])

@@ -48,8 +48,9 @@ def _compile(targets: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 def _variants() -> int:
-    # 10 subspaces x 2 dtypes x forward/backward x 2 tile shapes.
-    return 10 * 2 * 2 * 2
+    # 10 subspaces x 2 dtypes x forward/backward x 2 tile shapes, and the
+    # classification kernel for 2 dtypes x 2 critical rules.
+    return 10 * 2 * 2 * 2 + 2 * 2
 
 
 def test_every_variant_compiles_for_sm_80_and_sm_90(tmp_path):
@@ -71,3 +72,46 @@ def test_every_variant_compiles_for_rocm_gfx942(tmp_path):
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(rows) == _variants()
     assert all(0 < vgprs <= 512 for _, _, vgprs, _, _ in rows), rows
+
+
+# The classification kernel's PTX for sm_90: how many fused multiply-adds and
+# which divisions; once as deu/_triton.py launches it, once with contraction on.
+_PTX_SCRIPT = """
+import json, triton
+from triton.backends.compiler import GPUTarget
+from deu import _triton_aot
+target = GPUTarget("cuda", 90, 32)
+for variant in _triton_aot.variants():
+    if variant.kind != "classify":
+        continue
+    for options in (variant.options, {"enable_fp_fusion": True}):
+        ptx = triton.compile(_triton_aot._source(variant), target=target, options=options).asm["ptx"]
+        counts = {op: ptx.count(op) for op in ("fma.rn", "div.rn", "div.full", "div.approx")}
+        print(json.dumps([variant.name, options["enable_fp_fusion"], counts]), flush=True)
+"""
+
+
+def test_the_classification_kernel_rounds_each_step_as_torch_does(tmp_path):
+    # Compiled as launched, the classification must contain no fused multiply-add
+    # (b*b - 4ac rounded once would move neurons across the band's edges) and only
+    # correctly rounded divisions; compiled with contraction, it does fuse, so
+    # this check can fail.
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env |= {"TRITON_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-c", _PTX_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 8, result.stdout
+    for name, fusion, counts in rows:
+        if fusion:
+            assert counts["fma.rn"] > 0, (name, counts)
+            continue
+        assert counts["fma.rn"] == 0 and counts["div.full"] == counts["div.approx"] == 0, (
+            name,
+            counts,
+        )
+        # The nearest rule's c = b^2 / (4a) is one correctly rounded division.
+        assert counts["div.rn"] == (1 if "nearest" in name else 0), (name, counts)
