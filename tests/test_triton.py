@@ -221,15 +221,18 @@ def test_auto_picks_triton_for_gpu_tensors_only(monkeypatch):
         F.resolve_backend("triton", torch.device("meta"))
 
 
+class _Broken:
+    """A kernel whose every launch fails, as one that cannot compile would."""
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            raise RuntimeError("no such GPU")
+
+        return launch
+
+
 def test_a_kernel_that_fails_falls_back_to_pytorch_with_one_warning(monkeypatch):
-    class Broken:
-        def __getitem__(self, grid):
-            def launch(*args, **kwargs):
-                raise RuntimeError("no such GPU")
-
-            return launch
-
-    monkeypatch.setattr(_triton, "forward_kernel", Broken())
+    monkeypatch.setattr(_triton, "forward_kernel", _Broken())
     monkeypatch.setattr(_triton, "_state", {})
     coeffs = torch.tensor([NEURONS[9]])
     x = torch.randn(4, 1)
@@ -243,14 +246,7 @@ def test_a_kernel_that_fails_falls_back_to_pytorch_with_one_warning(monkeypatch)
 
 
 def test_a_classification_kernel_that_fails_falls_back_with_one_warning(monkeypatch):
-    class Broken:
-        def __getitem__(self, grid):
-            def launch(*args, **kwargs):
-                raise RuntimeError("no such GPU")
-
-            return launch
-
-    monkeypatch.setattr(_triton, "classify_kernel", Broken())
+    monkeypatch.setattr(_triton, "classify_kernel", _Broken())
     monkeypatch.setattr(_triton, "_state", {})
     coeffs = torch.tensor(NEURONS[7:10], requires_grad=True)
     x = torch.randn(4, 3, requires_grad=True)
