@@ -160,7 +160,7 @@ def differentiate(solution: Solution, gravitation: tuple = ()) -> Derivation:
                 f"{subspace.name}: {term.output} is not identically zero, so it needs no "
                 "gravitation term"
             )
-        outputs[term.output] = capped(term.value)
+        outputs[term.output] = capped(term.capped_value)
     if gravitation:
         kind = {True: "outer perturbation term", False: "exact dy/dp at 0"}
         kinds = ", ".join(f"{term.output} ({kind[term.raises_order]})" for term in gravitation)

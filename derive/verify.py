@@ -118,6 +118,34 @@ def gravitation_residuals(solution: Solution, terms) -> dict[str, sp.Expr]:
     return checks
 
 
+def secular_excess(solution: Solution, terms) -> dict[str, int]:
+    """For each gravitation term and mode e^(r t) of y: how many powers of t the
+    term's amplitude part (z's mode minus its secular term rho t q e^(r t)) has
+    beyond y's own mode. Must be 0 for every mode: then the secular term is all
+    of z's growth in t, which is what the capped z switches off (gravitation.py)."""
+    from derive.gravitation import modes
+
+    excess: dict[str, int] = {}
+    parts = (
+        ("homogeneous", solution.homogeneous),
+        ("step", solution.step_response),
+    )
+    for term in terms:
+        z_parts = {"homogeneous": term.homogeneous, "step": term.step_part}
+        secular = {"homogeneous": term.secular_homogeneous, "step": term.secular_step}
+        for part, y_part in parts:
+            y_modes, z_modes = modes(y_part), modes(z_parts[part])
+            s_modes = modes(secular[part])
+            for rate, q in y_modes.items():
+                if rate == 0:
+                    continue
+                amplitude = sp.expand(z_modes.get(rate, sp.S.Zero) - s_modes.get(rate, sp.S.Zero))
+                degree = lambda e: sp.Poly(e, t).degree() if e != 0 else -1  # noqa: E731
+                label = f"gravitation in {term.coefficient}, {part} part, mode exp({rate}*t)"
+                excess[label] = max(0, degree(amplitude) - degree(sp.expand(q)))
+    return excess
+
+
 def verify_gravitation(solution: Solution, terms) -> None:
     name = solution.subspace.name
     for what, residual in gravitation_residuals(solution, terms).items():
@@ -125,6 +153,13 @@ def verify_gravitation(solution: Solution, terms) -> None:
             raise VerificationError(
                 f"subspace {name}: the derived {what} fails; "
                 f"residual simplifies to {sp.simplify(residual)} instead of 0"
+            )
+    for what, excess in secular_excess(solution, terms).items():
+        if excess:
+            raise VerificationError(
+                f"subspace {name}: {what}: the secular term does not account for z's "
+                f"growth in t ({excess} more powers of t than y's mode); the capped "
+                "gravitation term would not follow the capped function"
             )
 
 

@@ -473,3 +473,104 @@ def test_matched_initial_conditions_that_do_not_exist_are_zero():
     matched[:, 3:] = solution[3:]
     value, _ = _evaluate_at(first_order, matched, t_star[3:], settings)
     assert value.item() == pytest.approx(0.5, rel=1e-14) and solution[3, 1].item() == 0.0
+
+
+# The capped function (derive/gravitation.py): where a mode's exponential is
+# capped, y does not depend on that mode's rate, and z_p keeps only its amplitude
+# terms. (coefficients, p, points t where some mode is capped at max_exponent=4.)
+CAPPED_ORDER_KEEPING = [
+    ((0.7, 0.0, -1.1, 0.2, 0.6), 1),  # hyperbolic, b: e^(+-1.25 t) capped for |t| > 3.2
+    ((0.6, 0.9, 0.0, -0.3, 0.4), 2),  # ramp with transient, c: e^(-1.5 t) capped for t < -2.67
+    ((-0.6, 0.9, 0.0, -0.3, 0.4), 2),  # a < 0: e^(1.5 t) capped for t > 2.67
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("coeffs", "p"), CAPPED_ORDER_KEEPING)
+def test_derived_gravitation_is_the_derivative_of_the_capped_function(coeffs, p, backend):
+    """Central differences across p = 0 of the layer's own values (the neighbouring
+    subspaces' closed forms, each verified against the ODE, with epsilon tiny so
+    that p = +-h is not zeroed): z_p is the derivative of what the layer computes,
+    inside and outside the capped region."""
+    values = torch.tensor(coeffs, dtype=torch.float64)
+    t = torch.linspace(-6.0, 6.0, 241, dtype=torch.float64)
+    z = per_point(t, values, backend, p, max_exponent=4.0, max_value=1e12)
+
+    def layer(step: float) -> torch.Tensor:
+        moved = values.clone()
+        moved[p] = step
+        c = moved.reshape(1, 5).expand(t.numel(), 5).contiguous()
+        y = F.deu(t.reshape(1, -1), c, max_exponent=4.0, max_value=1e12, epsilon=1e-12)
+        return y.reshape(-1)
+
+    def central(h: float) -> torch.Tensor:
+        return (layer(h) - layer(-h)) / (2 * h)
+
+    # Richardson-extrapolated central differences with h = 1e-3: truncation
+    # O(h^4) ~ 1e-12; rounding ~ 1e-16 * (1/h) / h ~ 1e-10 (the neighbour's
+    # steady state 1/c cancels against its slow mode when c = +-h).
+    difference = (4 * central(1e-3) - central(2e-3)) / 3
+    # The kinks where a mode reaches the cap move by O(h) with p: points within
+    # 1e-2 of a kink are left out (|rate| t = 4 for this subspace's rates).
+    a, b = values[0].item(), values[1].item()
+    rates = [abs(b / a)] if p == 2 else [math.sqrt(abs(values[2].item() / a))]
+    away = torch.ones_like(t, dtype=torch.bool)
+    for rate in rates:
+        away &= ((t.abs() * rate - 4.0).abs() > 1e-2) & (t != 0)
+    capped = away & (t.abs() * rates[0] > 4.0)
+    assert capped.sum() > 20  # the check covers the capped region
+    scale = difference.abs().max().item() + 1.0
+    assert_close_per_element(z[away], difference[away], 1e-6, 1e-8 * scale, "capped z")
+
+
+def _capped_first_order_outer_term_in_a(t, b, c, c1, cap):
+    """The outer term above with its mode capped like the layer's,
+    e^(clamp(-lam t, -60, cap)), and its secular terms (t e^{-lam t}, from the
+    rate's shift -lam^2/b) only where the cap is inactive."""
+    lam = c / b
+    mode = torch.exp(torch.clamp(-lam * t, -60.0, cap))
+    moving = ((-lam * t > -60.0) & (-lam * t < cap)).to(t.dtype)
+    step = (t > 0).to(t.dtype)
+    secular = -(c1 * lam**2 / b) * t * mode + step * lam**2 * t * mode / (b * c)
+    return moving * secular - step * mode / b**2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_derived_gravitation_next_to_a_first_order_neuron_follows_the_cap(backend):
+    t = torch.linspace(-3, 3, 121, dtype=torch.float64)
+    for b, c, c1 in ((0.012, 2.5, 0.4), (0.3, 0.8, 0.3), (0.2, -0.6, -0.2), (-0.1, 0.5, 0.6)):
+        coeffs = torch.tensor([0.0, b, c, c1, 0.0], dtype=torch.float64)
+        z = per_point(t, coeffs, backend, 0, max_exponent=4.0)
+        expected = _capped_first_order_outer_term_in_a(t, b, c, c1, 4.0)
+        assert_close_per_element(z, expected, 1e-11, 1e-13, f"(b, c, c1) = {(b, c, c1)}")
+
+
+def random_population(n: int, epsilon: float, seed: int) -> torch.Tensor:
+    """a, b, c each of magnitude 0.1-3, exactly 0, or within 1.5 epsilon (either
+    sign, a third each); c1, c2 uniform in [-0.5, 0.5]. Float64."""
+    g = torch.Generator().manual_seed(seed)
+
+    def magnitude() -> torch.Tensor:
+        kind = torch.randint(0, 3, (n,), generator=g)
+        large = torch.empty(n, dtype=torch.float64).uniform_(0.1, 3.0, generator=g)
+        small = torch.empty(n, dtype=torch.float64).uniform_(0.0, 1.5 * epsilon, generator=g)
+        sign = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0).double()
+        return sign * torch.where(kind == 0, large, torch.where(kind == 1, 0.0, small))
+
+    initial = torch.empty(n, 2, dtype=torch.float64).uniform_(-0.5, 0.5, generator=g)
+    return torch.cat([torch.stack([magnitude() for _ in range(3)], 1), initial], 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_coefficient_gradient_is_absurd_over_a_random_population(backend):
+    """|d mean(y) / d coefficient| below 1e6 for every neuron of the population and
+    every coefficient (issue 17's bound), over standard-normal inputs, with the
+    default settings. Before the capped gravitation term, first-order neurons
+    with |b| near epsilon reached 1e8 in a."""
+    coeffs = random_population(8000, 0.01, seed=3)
+    x = torch.randn(256, coeffs.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    c = coeffs.clone().requires_grad_()
+    F.deu(x, c, backend=backend).mean(0).sum().backward()
+    worst = c.grad.abs().max(0).values
+    assert torch.isfinite(c.grad).all()
+    assert (worst < 1e6).all(), f"largest |d mean(y)/d(a, b, c, c1, c2)|: {worst.tolist()}"
