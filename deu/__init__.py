@@ -10,18 +10,21 @@ solutions of a*y'' + b*y' + c*y = u(t), one ODE per neuron.
 from deu import functional
 from deu._subspaces import SUBSPACE_NAMES, subspaces
 from deu.health import HealthReport, LayerHealth, health
-from deu.lazy import LazyDEU, replace_activations
-from deu.module import DEU, PRESETS
+from deu.lazy import LazyDEU, PerCallSite, materialize, replace_activations
+from deu.module import DEU, PRESETS, CoefficientsDiverged
 
 __all__ = [
+    "CoefficientsDiverged",
     "DEU",
     "HealthReport",
     "LayerHealth",
     "LazyDEU",
     "PRESETS",
+    "PerCallSite",
     "SUBSPACE_NAMES",
     "functional",
     "health",
+    "materialize",
     "replace_activations",
     "subspaces",
 ]

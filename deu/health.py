@@ -34,7 +34,7 @@ class LayerHealth:
     # Neurons per subspace (only subspaces that occur), by the generated names.
     subspaces: dict[str, int]
     # L2 norm over the neurons of the loss's gradient in each coefficient (a, b,
-    # c, c1, c2; weight.grad / coefficient_scale); None when there is none.
+    # c, c1, c2; weight.grad through the parametrisation); None when there is none.
     grad_norm: dict[str, float] | None
     # Mean |coefficient - its initial value| per coefficient.
     moved: dict[str, float]
@@ -108,11 +108,9 @@ def health(model: nn.Module, *inputs, **kwargs) -> HealthReport:
         check_classified(coeffs, index)
         counts = torch.bincount(index, minlength=len(SUBSPACE_NAMES)).tolist()
         subspaces = {SUBSPACE_NAMES[s]: n for s, n in enumerate(counts) if n}
-        grad = module.weight.grad
+        per_coefficient = module.coefficient_gradient()
         grad_norm = None
-        if grad is not None:
-            # d loss / d coeffs: weight's gradient is coefficient_scale times it.
-            per_coefficient = grad.detach() / module.coefficient_scale
+        if per_coefficient is not None:
             grad_norm = dict(zip(_COLUMNS, per_coefficient.norm(dim=0).tolist(), strict=True))
         moved_by = (coeffs - module.initial_coeffs.to(coeffs)).abs().mean(dim=0)
         report.append(

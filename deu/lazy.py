@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -11,7 +12,7 @@ from torch.nn.parameter import UninitializedParameter
 
 from deu.module import DEU
 
-__all__ = ["LazyDEU", "replace_activations", "DEFAULT_ACTIVATIONS"]
+__all__ = ["LazyDEU", "PerCallSite", "materialize", "replace_activations", "DEFAULT_ACTIVATIONS"]
 
 # The activation modules replace_activations swaps by default.
 DEFAULT_ACTIVATIONS: tuple[type[nn.Module], ...] = (
@@ -71,9 +72,105 @@ class LazyDEU(LazyModuleMixin, DEU):
                 self.reset_parameters()
 
 
+class PerCallSite(nn.Module):
+    """One activation module per call site of a module object that a model calls
+    at several places in one forward pass (torchvision's and MONAI's residual
+    blocks call one ``relu``/``act`` twice).
+
+    The k-th call within a forward pass of the model goes to ``sites[k]``. The
+    sites are created during the first forward pass (the dry run), by
+    ``factory``; after it the number of sites is fixed and calls cycle through
+    them in order, and the model's forward pre-hook (installed by
+    :func:`replace_activations`) starts every forward pass at site 0.
+    """
+
+    def __init__(self, factory) -> None:
+        super().__init__()
+        self.sites = nn.ModuleList()
+        self._factory = factory
+        self._call = 0
+        self._fixed = False
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if self._call >= len(self.sites):
+            if self._fixed:
+                self._call = 0
+            else:
+                self.sites.append(self._factory())
+        site = self.sites[self._call]
+        self._call += 1
+        return site(input)
+
+    def _start_pass(self) -> None:
+        if self.sites:
+            self._fixed = True
+        self._call = 0
+
+    def extra_repr(self) -> str:
+        return f"call sites={len(self.sites)}"
+
+
+def materialize(model: nn.Module, *example_inputs, **example_kwargs) -> nn.Module:
+    """Run ``model`` once on an example input so that every lazy layer learns its
+    size, without side effects: in eval mode (BatchNorm keeps its running
+    statistics, dropout is off), without gradients, every buffer restored
+    afterwards and each module's training flag as it was. Returns ``model``.
+
+    Do this (or let :func:`replace_activations` do it, with ``example_input``)
+    before building the optimizer.
+    """
+    modes = {module: module.training for module in model.modules()}
+    buffers = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*example_inputs, **example_kwargs)
+    finally:
+        for module, training in modes.items():
+            module.training = training
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                if name in buffers and buffers[name].shape == buffer.shape:
+                    buffer.copy_(buffers[name])
+    return model
+
+
+def _shared_call_sites(model: nn.Module, replaced: dict[nn.Module, str]):
+    """Forward hooks that count the calls of each replaced module per forward pass
+    of ``model`` and warn once for a module called at several places."""
+    counts: dict[nn.Module, int] = {}
+    handles = []
+
+    def reset(module, args):
+        counts.clear()
+
+    def count(module, args, output):
+        counts[module] = counts.get(module, 0) + 1
+
+    def report(module, args, output):
+        for child, calls in counts.items():
+            if calls > 1:
+                warnings.warn(
+                    f"deu.replace_activations: the activation module {replaced[child]!r} is "
+                    f"called at {calls} places in one forward pass, so those places share "
+                    "one set of DEU coefficients (they must also have the same width). "
+                    "Pass per_call_site=True to give each call site its own.",
+                    stacklevel=2,
+                )
+        for handle in handles:
+            handle.remove()
+
+    handles.append(model.register_forward_pre_hook(reset))
+    handles += [child.register_forward_hook(count) for child in replaced]
+    handles.append(model.register_forward_hook(report))
+
+
 def replace_activations(
     model: nn.Module,
     types: Iterable[type[nn.Module]] = DEFAULT_ACTIVATIONS,
+    *,
+    per_call_site: bool = False,
+    example_input: torch.Tensor | tuple | None = None,
     **kwargs,
 ) -> nn.Module:
     """Swap ``model``'s activation modules of the given types for DEU layers, in place.
@@ -81,30 +178,60 @@ def replace_activations(
     Each replaced module becomes a :class:`LazyDEU` with ``kwargs`` (for example
     ``init="relu"`` to start from the function being replaced, or ``dim=-1`` for
     channels-last activations such as a transformer's), so the number of neurons
-    is read from the first input. A module object registered once but called at
-    several places keeps doing so, with one set of coefficients; if those places
-    have different widths (torchvision's Bottleneck reuses one ``relu`` for
-    different channel counts), the first call fixes the width and the others fail
-    with a ValueError naming both sizes: give such a model one activation module
-    per call site first. Functional activations (``F.relu`` inside ``forward``)
-    are not modules and are left alone.
-    Run one forward pass before creating the optimizer.
+    is read from the first input.
+
+    A module object that the model calls at several places (torchvision's and
+    MONAI's residual blocks call one ``relu`` twice) would share one set of
+    coefficients between them, and fail if the places have different widths.
+    The first forward pass warns when that happens. With ``per_call_site=True``
+    it becomes a :class:`PerCallSite`, which gives each call site its own
+    LazyDEU, without changing the model's ``forward``.
+
+    ``example_input``: an input (or a tuple of positional inputs) for the dry
+    run that sizes the lazy layers, done here by :func:`materialize`: in eval
+    mode, without gradients, with BatchNorm's running statistics and every
+    other buffer left as they were. Without it, run one forward pass yourself
+    before creating the optimizer. Functional activations (``F.relu`` inside
+    ``forward``) are not modules and are left alone.
 
     Returns ``model``.
 
     Example::
 
         >>> net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
-        >>> net = deu.replace_activations(net, init="relu")
-        >>> _ = net(torch.randn(4, 3))  # dry run: infers 8 neurons
+        >>> net = deu.replace_activations(net, init="relu", example_input=torch.randn(4, 3))
         >>> net[1]
         DEU(8, dim=1, init='relu', epsilon=0.01, steepness=100.0, max_exponent=4, ...)
     """
     types = tuple(types)
     if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
         raise TypeError(f"types must be nn.Module subclasses, got {types!r}")
-    for parent in list(model.modules()):
+    replaced: dict[nn.Module, str] = {}
+    done: dict[int, nn.Module] = {}
+    for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, types):
-                setattr(parent, name, LazyDEU(**kwargs))
+                # A module object registered at several places stays one object.
+                if id(child) not in done:
+                    new: nn.Module = (
+                        PerCallSite(lambda: LazyDEU(**kwargs))
+                        if per_call_site
+                        else LazyDEU(**kwargs)
+                    )
+                    done[id(child)] = new
+                    replaced[new] = f"{parent_name}.{name}" if parent_name else name
+                setattr(parent, name, done[id(child)])
+    if per_call_site:
+        sites = [m for m in replaced if isinstance(m, PerCallSite)]
+
+        def start_pass(module, args):
+            for site in sites:
+                site._start_pass()
+
+        model.register_forward_pre_hook(start_pass)
+    elif replaced:
+        _shared_call_sites(model, replaced)
+    if example_input is not None:
+        inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+        materialize(model, *inputs)
     return model

@@ -9,14 +9,75 @@ from deu import functional as F
 from deu._generated import SUBSPACES
 from deu._subspaces import check_classified, classify
 
-__all__ = ["DEU", "PRESETS", "DEFAULT_COEFFICIENT_SCALE"]
+__all__ = [
+    "DEU",
+    "PRESETS",
+    "DEFAULT_COEFFICIENT_SCALE",
+    "PARAMETRISATIONS",
+    "CoefficientsDiverged",
+]
 
-# The coefficients are DEFAULT_COEFFICIENT_SCALE * weight, the learnable
-# parameter: an optimiser's step moves them 0.1x as far as an ordinary weight
-# under Adam (0.01x under SGD, whose step follows the gradient). Chosen by the
-# ablation experiment: with 1 (the paper's, which trains the coefficients like
-# biases) SGD with momentum at lr >= 0.03 makes DEU networks diverge.
+
+class CoefficientsDiverged(ValueError):
+    """A DEU layer's learned coefficients became non-finite or too large to classify:
+    training diverged. A ValueError, so handlers of the layer's earlier errors
+    still catch it."""
+
+
+# The coefficients are a function of ``weight``, the learnable parameter, with
+# slope DEFAULT_COEFFICIENT_SCALE at 0: near zero an optimiser's step moves them
+# 0.1x as far as an ordinary weight under Adam (0.01x under SGD, whose step
+# follows the gradient). With 1 (the paper's, which trains the coefficients
+# like biases) SGD with momentum at lr >= 0.03 makes DEU networks diverge.
 DEFAULT_COEFFICIENT_SCALE = 0.1
+# How weight becomes the coefficients (see DEU and coefficients_from_weight):
+# "symlog", the default: a, b, c = scale * sign(w) * (e^|w| - 1) (c1, c2 linear),
+# and "linear", the paper's: every coefficient scale * w.
+PARAMETRISATIONS = ("symlog", "linear")
+
+
+def coefficients_from_weight(weight: torch.Tensor, scale: float, parametrisation: str):
+    """The coefficients (a, b, c, c1, c2) of ``weight`` (..., 5).
+
+    "linear": scale * weight. "symlog": a, b, c = scale * sign(w) * (e^|w| - 1),
+    a bijection of the real line, linear with slope ``scale`` at 0 and
+    exponential beyond |w| ~ 1, so that a step of the weight changes a
+    coefficient by a bounded *fraction* of (scale + |coefficient|); c1, c2 =
+    scale * w. Why: near |p| ~ epsilon the closed forms' sensitivities grow like
+    1/p (a slope 1/b, a steady state 1/c, a rate c/b), and with a linear map a
+    step's effect on the function grows with them; here dp/dw = scale + |p|
+    keeps p * dy/dp, which is bounded (scaling a, b, c by lambda scales the
+    forced response by 1/lambda), as the gradient's size.
+    """
+    if parametrisation == "linear":
+        return weight * scale
+    w = weight[..., :3]
+    # exp(w) - 1 for w > 0 and -(exp(-w) - 1) for w <= 0: slope 1 at 0 from both
+    # sides (sign(w) * expm1(|w|) would have a zero gradient at w = 0, where
+    # ReLU-initialised a and c sit), and the branch not taken sees 0, not inf.
+    positive = torch.expm1(w.clamp(min=0))
+    negative = -torch.expm1((-w).clamp(min=0))
+    shaped = torch.where(w > 0, positive, negative)
+    return torch.cat([shaped, weight[..., 3:]], dim=-1) * scale
+
+
+def coefficient_slope(weight: torch.Tensor, scale: float, parametrisation: str):
+    """d coefficient / d weight, elementwise: scale (linear, and c1, c2), or
+    scale * e^|w| = scale + |p| (symlog a, b, c)."""
+    slope = torch.full_like(weight, scale)
+    if parametrisation == "symlog":
+        slope[..., :3] = scale * torch.exp(weight[..., :3].abs())
+    return slope
+
+
+def weight_from_coefficients(coeffs: torch.Tensor, scale: float, parametrisation: str):
+    """The inverse of :func:`coefficients_from_weight`."""
+    if parametrisation == "linear":
+        return coeffs / scale
+    p = coeffs[..., :3] / scale
+    shaped = torch.sign(p) * torch.log1p(p.abs())
+    return torch.cat([shaped, coeffs[..., 3:] / scale], dim=-1)
+
 
 # Named initialisations: (a, b, c, c1, c2) for every neuron, and what they give.
 PRESETS: dict[str, tuple[tuple[float, float, float, float, float], str]] = {
@@ -62,16 +123,24 @@ class DEU(nn.Module):
             Default: ``"nearest"`` (``"paper"`` with ``paper=True``).
         backend: ``"auto"``, ``"torch"``, ``"cpp"`` or ``"triton"``; see
             ``deu.functional.deu``.
-        coefficient_scale: the coefficients are ``coefficient_scale * weight``,
-            where ``weight`` is the learnable parameter, so an optimiser moves
-            them at this fraction of its step for ordinary weights (an
+        coefficient_scale: the slope of the map from ``weight`` (the learnable
+            parameter) to the coefficients at 0, so that near zero an optimiser
+            moves them at this fraction of its step for ordinary weights (an
             equalised learning rate; no parameter groups needed). Default: 0.1
             (1, the paper's, with ``paper=True``).
+        parametrisation: how ``weight`` becomes the coefficients: ``"symlog"``
+            (default): a, b, c = coefficient_scale * sign(w) * (e^|w| - 1), and
+            c1, c2 = coefficient_scale * w, so that one step changes a, b, c by
+            a bounded fraction of (coefficient_scale + |p|) and the function by
+            a bounded amount, under SGD as under Adam; ``"linear"`` (the
+            default with ``paper=True``): coefficient_scale * weight. Both
+            reach every coefficient vector: the set of functions is the same.
         paper: the paper's exact rules: its exponent cap of 14, its critical
             band rule a = c = |b|/2, its neighbour gravitation and its
             coefficients trained like biases (scale 1), unless ``max_exponent``,
-            ``critical``, ``gravitation`` or ``coefficient_scale`` are given. The
-            default model differs from the paper in exactly these four.
+            ``critical``, ``gravitation``, ``coefficient_scale`` or
+            ``parametrisation`` are given. The default model differs from the
+            paper in exactly these five.
 
     Shape:
         - Input: :math:`(N, C, *)` with ``C = num_neurons`` (or any shape whose
@@ -80,8 +149,8 @@ class DEU(nn.Module):
 
     Attributes:
         weight: the learnable ``(num_neurons, 5)`` parameter.
-        coeffs: the coefficients ``coefficient_scale * weight``, columns (a, b,
-            c, c1, c2): a differentiable tensor computed from ``weight``. Set
+        coeffs: the coefficients, columns (a, b, c, c1, c2): a differentiable
+            tensor computed from ``weight`` (see ``parametrisation``). Set
             them by assigning (``layer.coeffs = tensor``); an in-place change of
             the returned tensor does not reach ``weight``.
 
@@ -107,6 +176,7 @@ class DEU(nn.Module):
         critical: str | None = None,
         backend: str = "auto",
         coefficient_scale: float | None = None,
+        parametrisation: str | None = None,
         paper: bool = False,
         device=None,
         dtype=None,
@@ -152,19 +222,38 @@ class DEU(nn.Module):
                 f"coefficient_scale must be positive and finite, got {coefficient_scale}"
             )
         self.coefficient_scale = float(coefficient_scale)
+        if parametrisation is None:
+            parametrisation = "linear" if paper else "symlog"
+        if parametrisation not in PARAMETRISATIONS:
+            raise ValueError(
+                f"parametrisation must be one of {PARAMETRISATIONS}, got {parametrisation!r}"
+            )
+        self.parametrisation = parametrisation
         self.weight = nn.Parameter(torch.empty(num_neurons, 5, device=device, dtype=dtype))
         self._init_tensor = init.detach().clone() if isinstance(init, torch.Tensor) else None
         self.reset_parameters()
 
     @property
     def coeffs(self) -> torch.Tensor:
-        """The ODE coefficients (a, b, c, c1, c2) per neuron: coefficient_scale * weight."""
-        return self.weight * self.coefficient_scale
+        """The ODE coefficients (a, b, c, c1, c2) per neuron, computed from ``weight``."""
+        return coefficients_from_weight(self.weight, self.coefficient_scale, self.parametrisation)
 
     @coeffs.setter
     def coeffs(self, value: torch.Tensor) -> None:
         with torch.no_grad():
-            self.weight.copy_(torch.as_tensor(value) / self.coefficient_scale)
+            value = torch.as_tensor(value).to(self.weight)
+            self.weight.copy_(
+                weight_from_coefficients(value, self.coefficient_scale, self.parametrisation)
+            )
+
+    def coefficient_gradient(self) -> torch.Tensor | None:
+        """d loss / d coeffs from ``weight.grad`` (None before a backward pass)."""
+        if self.weight.grad is None:
+            return None
+        slope = coefficient_slope(
+            self.weight.detach(), self.coefficient_scale, self.parametrisation
+        )
+        return self.weight.grad.detach() / slope
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
@@ -186,13 +275,44 @@ class DEU(nn.Module):
         # Checkpoints from before the coefficient scale stored the coefficients.
         old, new = prefix + "coeffs", prefix + "weight"
         if old in state_dict and new not in state_dict:
-            state_dict[new] = state_dict.pop(old) / self.coefficient_scale
+            state_dict[new] = weight_from_coefficients(
+                state_dict.pop(old), self.coefficient_scale, self.parametrisation
+            )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        coeffs = self.coeffs
+        try:
+            return self._apply_deu(input, coeffs)
+        except ValueError as error:
+            text = str(error)
+            if "coeffs must be finite" not in text and "fall in no subspace" not in text:
+                raise
+            raise self._diverged(coeffs, text) from error
+
+    def _diverged(self, coeffs: torch.Tensor, text: str) -> CoefficientsDiverged:
+        def largest(values: torch.Tensor) -> float:
+            finite = values[torch.isfinite(values)]
+            return finite.abs().max().item() if finite.numel() else float("nan")
+
+        values = coeffs.detach()
+        non_finite = int((~torch.isfinite(values)).any(dim=1).sum())
+        return CoefficientsDiverged(
+            f"DEU({self.num_neurons}): the learned coefficients diverged during training "
+            f"(largest finite |coefficient| {largest(values):.3g}, largest |weight| "
+            f"{largest(self.weight.detach()):.3g}; {non_finite} of {self.num_neurons} "
+            "neurons non-finite). The optimiser's steps were too large for this layer: "
+            "lower the learning rate, clip the gradient norm "
+            "(torch.nn.utils.clip_grad_norm_), or keep the default "
+            f"parametrisation='symlog' (this layer: {self.parametrisation!r}, "
+            f"coefficient_scale={self.coefficient_scale:g}); deu.health(model) shows the "
+            f"coefficient gradients per layer. The operator said: {text}"
+        )
+
+    def _apply_deu(self, input: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
         return F.deu(
             input,
-            self.coeffs,
+            coeffs,
             dim=self.dim,
             epsilon=self.epsilon,
             steepness=self.steepness,
@@ -243,6 +363,8 @@ class DEU(nn.Module):
         parts += [f"max_exponent={self.max_exponent:g}", f"max_value={self.max_value}"]
         parts.append(f"gravitation={self.gravitation!r}")
         parts.append(f"coefficient_scale={self.coefficient_scale:g}")
+        if self.parametrisation != "symlog":
+            parts.append(f"parametrisation={self.parametrisation!r}")
         if self.paper:
             parts.append("paper=True")
         if self.critical != "nearest":

@@ -29,6 +29,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "finite runs and loss spikes of ReLU/PReLU/SiLU/DEU over optimisers and learning rates",
     ),
     "ablation": ("ablation", "each candidate fix for DEU training stability on its own"),
+    "broad": (
+        "broad",
+        "forecasting, tabular, a library ResNet: finite runs, spikes, metric, adaptation",
+    ),
 }
 
 __all__ = ["EXPERIMENTS"]

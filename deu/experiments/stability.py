@@ -341,7 +341,7 @@ def diagnosis(task: Task, variants: dict[str, Callable[[int], nn.Module]], steps
             layers = [m for m in model.modules() if isinstance(m, deu.DEU)]
             # Every layer has a gradient here: monitor runs after the backward.
             grads = torch.cat(
-                [m.weight.grad.abs() / m.coefficient_scale for m in layers]  # type: ignore[union-attr]
+                [m.coefficient_gradient().abs() for m in layers]  # type: ignore[union-attr]
             )
             names = [s for m in layers for s in m.subspaces()]
             largest, neuron = grads.max(dim=0)
