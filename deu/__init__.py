@@ -3,7 +3,7 @@ solutions of a*y'' + b*y' + c*y = u(t), one ODE per neuron.
 
 >>> import torch, deu
 >>> act = deu.DEU(4, init="relu")
->>> act(torch.tensor([[-1.0, 0.0, 1.0, 2.0]])).tolist()
+>>> act(torch.tensor([[-1.0, 0.0, 1.0, 2.0]])).round(decimals=6).tolist()
 [[0.0, 0.0, 1.0, 2.0]]
 """
 

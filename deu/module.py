@@ -40,14 +40,13 @@ def coefficients_from_weight(weight: torch.Tensor, scale: float, parametrisation
     """The coefficients (a, b, c, c1, c2) of ``weight`` (..., 5).
 
     "linear": scale * weight. "symlog": a, b, c = scale * sign(w) * (e^|w| - 1),
-    a bijection of the real line, linear with slope ``scale`` at 0 and
-    exponential beyond |w| ~ 1, so that a step of the weight changes a
-    coefficient by a bounded *fraction* of (scale + |coefficient|); c1, c2 =
-    scale * w. Why: near |p| ~ epsilon the closed forms' sensitivities grow like
-    1/p (a slope 1/b, a steady state 1/c, a rate c/b), and with a linear map a
-    step's effect on the function grows with them; here dp/dw = scale + |p|
-    keeps p * dy/dp, which is bounded (scaling a, b, c by lambda scales the
-    forced response by 1/lambda), as the gradient's size.
+    a bijection of the real line, linear with slope ``scale`` at 0 (the linear
+    map's, so a neuron leaves the epsilon ball as before) and exponential beyond
+    |w| ~ 1: a step of the weight changes a coefficient by a fraction of
+    (scale + |coefficient|), so coefficients of every size move at a rate
+    proportional to themselves (a slope 1/b halves as fast from 2 as from 0.2),
+    and the step's effect on y follows p * dy/dp, which scaling a, b, c together
+    leaves bounded (the forced response scales as 1/lambda). c1, c2 = scale * w.
     """
     if parametrisation == "linear":
         return weight * scale
@@ -106,10 +105,12 @@ class DEU(nn.Module):
     Args:
         num_neurons: size of the neuron axis of the input.
         dim: the neuron axis. Default: 1, for ``(N, C)`` and ``(N, C, *)`` inputs.
-        init: ``"random"`` (the paper's: a, b, c uniform in (0, 1), c1 = c2 = 0),
-            a preset name from ``deu.module.PRESETS`` (``"relu"``, ``"sigmoid"``,
-            ``"quadratic"``, ``"oscillator"``, ``"damped"``), or a tensor of shape
-            ``(num_neurons, 5)``.
+        init: a preset name from ``deu.module.PRESETS`` (``"relu"``,
+            ``"sigmoid"``, ``"quadratic"``, ``"oscillator"``, ``"damped"``),
+            ``"random"`` (the paper's: a, b, c uniform in (0, 1), c1 = c2 = 0) or
+            a tensor of shape ``(num_neurons, 5)``. Default: ``"relu"`` (every
+            neuron starts as ReLU and moves from there; ``"random"`` with
+            ``paper=True``).
         epsilon: coefficients with magnitude below it count as zero. Default: 0.01.
         steepness: s of the sigmoid core used when a = b = 0. Default: 100.
         max_exponent: the cap on every exponent of the closed forms, so that no
@@ -131,16 +132,17 @@ class DEU(nn.Module):
         parametrisation: how ``weight`` becomes the coefficients: ``"symlog"``
             (default): a, b, c = coefficient_scale * sign(w) * (e^|w| - 1), and
             c1, c2 = coefficient_scale * w, so that one step changes a, b, c by
-            a bounded fraction of (coefficient_scale + |p|) and the function by
-            a bounded amount, under SGD as under Adam; ``"linear"`` (the
+            a fraction of (coefficient_scale + |p|), relative steps for large
+            coefficients, the linear map's steps near 0; ``"linear"`` (the
             default with ``paper=True``): coefficient_scale * weight. Both
             reach every coefficient vector: the set of functions is the same.
         paper: the paper's exact rules: its exponent cap of 14, its critical
-            band rule a = c = |b|/2, its neighbour gravitation and its
-            coefficients trained like biases (scale 1), unless ``max_exponent``,
-            ``critical``, ``gravitation``, ``coefficient_scale`` or
-            ``parametrisation`` are given. The default model differs from the
-            paper in exactly these five.
+            band rule a = c = |b|/2, its neighbour gravitation, its
+            coefficients trained like biases (scale 1, linear) and its random
+            initialisation, unless ``max_exponent``, ``critical``,
+            ``gravitation``, ``coefficient_scale``, ``parametrisation`` or
+            ``init`` are given. The default model differs from the paper in
+            exactly these six.
 
     Shape:
         - Input: :math:`(N, C, *)` with ``C = num_neurons`` (or any shape whose
@@ -167,7 +169,7 @@ class DEU(nn.Module):
         num_neurons: int,
         *,
         dim: int = 1,
-        init: str | torch.Tensor = "random",
+        init: str | torch.Tensor | None = None,
         epsilon: float = 0.01,
         steepness: float = 100.0,
         max_exponent: float | None = None,
@@ -184,6 +186,11 @@ class DEU(nn.Module):
         super().__init__()
         if isinstance(num_neurons, bool) or not isinstance(num_neurons, int) or num_neurons < 1:
             raise ValueError(f"num_neurons must be a positive int, got {num_neurons!r}")
+        if init is None:
+            # ReLU to start (the safe drop-in: the broad experiment's SGD runs
+            # diverge from the paper's random start where ReLU's do not); the
+            # paper's random start with paper=True.
+            init = "random" if paper else "relu"
         if isinstance(init, str) and init != "random" and init not in PRESETS:
             known = ", ".join(["random", *PRESETS])
             raise ValueError(f"init must be one of {known} or a tensor, got {init!r}")

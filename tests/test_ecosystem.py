@@ -7,6 +7,7 @@ import subprocess
 import sys
 import sysconfig
 import venv
+import warnings
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,80 @@ def test_replace_activations_converts_a_resnet_in_place():
     loss.backward()
     optimiser.step()
     assert all(m.weight.grad is not None for m in model.modules() if isinstance(m, deu.DEU))
+
+
+def test_a_shared_activation_module_warns_and_per_call_site_separates_it():
+    """BasicBlock calls one relu twice: by default the two places share one DEU
+    and the first forward pass says so; per_call_site=True gives each call its
+    own coefficients (and the two may then differ), without touching forward."""
+    torch.manual_seed(0)
+    model = deu.replace_activations(small_resnet(), init="relu")
+    with pytest.warns(UserWarning, match=r"'3.relu' is called at 2 places .* per_call_site=True"):
+        model(torch.randn(2, 3, 16, 16))
+    torch.manual_seed(0)
+    reference = small_resnet()
+    torch.manual_seed(0)
+    model = deu.replace_activations(small_resnet(), init="relu", per_call_site=True)
+    x = torch.randn(4, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.allclose(model(x), reference(x), atol=1e-6)
+    sites = model[3].relu
+    assert isinstance(sites, deu.PerCallSite) and len(sites.sites) == 2
+    widths = sorted(m.num_neurons for m in model.modules() if isinstance(m, deu.DEU))
+    assert widths == [16, 16, 16, 32, 32]  # stem, block 1 twice, block 2 twice
+    # Each call site is used by its own call: changing the second one's
+    # coefficients changes the output, and its gradient is its own.
+    nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3])).backward()
+    first, second = sites.sites[0].weight.grad, sites.sites[1].weight.grad
+    assert first is not None and second is not None and not torch.equal(first, second)
+    before = model(x)
+    sites.sites[1].coeffs = torch.tensor([0.0, 0.5, 0.0, 0.0, 0.0]).expand(16, 5)
+    assert not torch.allclose(model(x), before)
+
+
+def test_the_dry_run_of_an_example_input_has_no_side_effects():
+    """example_input: the library sizes the lazy layers itself, in eval mode and
+    without gradients; BatchNorm's running statistics and the training flags are
+    as before (a user's own dry run in training mode would update them)."""
+    torch.manual_seed(0)
+    model = small_resnet()
+    model[3].train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    deu.replace_activations(
+        model, init="relu", per_call_site=True, example_input=torch.randn(8, 3, 16, 16) * 5
+    )
+    assert all(m.training for m in model.modules())
+    for name, value in state.items():
+        assert torch.equal(model.state_dict()[name], value), name
+    assert all(m.num_neurons > 0 for m in model.modules() if isinstance(m, deu.DEU))
+    assert not any(p.grad is not None for p in model.parameters())
+    # The same dry run by hand on any model.
+    net = nn.Sequential(nn.Linear(3, 6), nn.BatchNorm1d(6), deu.LazyDEU())
+    deu.materialize(net, torch.randn(5, 3))
+    assert net[2].num_neurons == 6 and net[1].num_batches_tracked.item() == 0 and net.training
+
+
+def test_diverged_coefficients_say_so_and_what_to_change():
+    """A coefficient that training made non-finite or too large to classify is a
+    CoefficientsDiverged (a ValueError) that says what to change, not the
+    operator's "rescale them"."""
+    layer = deu.DEU(3)
+    with torch.no_grad():
+        layer.weight[1, 0] = float("inf")
+    with pytest.raises(
+        deu.CoefficientsDiverged,
+        match=r"diverged during training .* 1 of 3 neurons non-finite\). .*lower the learning rate, clip the gradient norm",
+    ):
+        layer(torch.randn(2, 3))
+    layer = deu.DEU(2, parametrisation="linear", coefficient_scale=1.0)
+    layer.coeffs = torch.tensor([[1e20, 1e20, 1e20, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"diverged during training .*fall in no subspace"):
+        layer(torch.randn(2, 2))
+    # Bad input is still the operator's own error, not a divergence.
+    with pytest.raises(ValueError, match="input has 4 neurons") as info:
+        layer(torch.randn(2, 4))
+    assert not isinstance(info.value, deu.CoefficientsDiverged)
 
 
 def test_replace_activations_rejects_non_module_types():

@@ -568,7 +568,9 @@ def test_no_coefficient_gradient_is_absurd_over_a_random_population(backend):
     default settings. Before the capped gravitation term, first-order neurons
     with |b| near epsilon reached 1e8 in a."""
     coeffs = random_population(8000, 0.01, seed=3)
-    x = torch.randn(256, coeffs.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    x = torch.randn(
+        256, coeffs.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(4)
+    )
     c = coeffs.clone().requires_grad_()
     F.deu(x, c, backend=backend).mean(0).sum().backward()
     worst = c.grad.abs().max(0).values

@@ -73,14 +73,18 @@ def test_classification_agrees_with_the_generated_conditions():
 
 
 def test_presets_reproduce_the_activations_the_paper_names():
+    # Built in float64: the symlog weights reproduce a preset's coefficients to
+    # one rounding of the layer's dtype (1.0000000000000002 here; in float32 the
+    # weight's own rounding gives 1 + 1.2e-7).
+    f64 = torch.float64
     t = torch.linspace(-3, 3, 61, dtype=torch.float64).reshape(-1, 1)
-    relu = deu.DEU(1, init="relu").double()
+    relu = deu.DEU(1, init="relu", dtype=f64)
     assert torch.allclose(relu(t), torch.relu(t), atol=0, rtol=1e-15)
-    sigmoid = deu.DEU(1, init="sigmoid", steepness=2.0).double()
+    sigmoid = deu.DEU(1, init="sigmoid", steepness=2.0, dtype=f64)
     assert torch.allclose(sigmoid(t), torch.sigmoid(2.0 * t), rtol=1e-14)
-    quadratic = deu.DEU(1, init="quadratic").double()
+    quadratic = deu.DEU(1, init="quadratic", dtype=f64)
     assert torch.allclose(quadratic(t), torch.relu(t) ** 2 / 2, rtol=1e-14)
-    oscillator = deu.DEU(1, init="oscillator").double()
+    oscillator = deu.DEU(1, init="oscillator", dtype=f64)
     assert torch.allclose(oscillator(t), (t > 0) * (1 - torch.cos(t)), atol=1e-14)
 
 
@@ -619,7 +623,9 @@ def test_paper_true_is_the_papers_cap_and_critical_rule_unless_overridden():
 def test_health_reports_subspaces_movement_gradients_and_clamped_outputs():
     torch.manual_seed(0)
     layer = deu.DEU(3, init=torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0]] * 2 + [[1.0, 0, 1, 0, 0]]))
-    layer.max_value = 1.5  # the ramps exceed it for t > 1.5
+    # The ramps exceed it for t >= 1.50, between grid points: the coefficients
+    # are exact to rounding only (float32 symlog weights), so no point sits on it.
+    layer.max_value = 1.495
     model = torch.nn.Sequential(torch.nn.Identity(), layer)
     x = torch.linspace(-3, 3, 601).reshape(-1, 1).expand(601, 3).contiguous()
     report = deu.health(model, x)
@@ -629,10 +635,10 @@ def test_health_reports_subspaces_movement_gradients_and_clamped_outputs():
     assert layer_report.subspaces == {"a0_b_c0": 2, "a_b0_c_pos": 1}
     assert layer_report.grad_norm is None
     assert all(v == 0 for v in layer_report.moved.values())
-    # Ramps at the clamp where t >= 1.5 (151 of the 601 points, 2 of 3 neurons);
-    # the oscillator 1 - cos t reaches 1.5 for t >= 2.0944 (91 points). The
+    # Ramps at the clamp where t >= 1.50 (151 of the 601 points, 2 of 3 neurons);
+    # the oscillator 1 - cos t exceeds 1.495 for t > 2.0886 (92 points). The
     # fraction is a float32 mean: 1e-6 relative.
-    assert layer_report.clamped == pytest.approx((2 * 151 + 91) / (3 * 601), rel=1e-6)
+    assert layer_report.clamped == pytest.approx((2 * 151 + 92) / (3 * 601), rel=1e-6)
     model(x).sum().backward()
     moved = layer.coeffs.detach().clone()
     moved[:, 3] += 0.25
@@ -641,8 +647,11 @@ def test_health_reports_subspaces_movement_gradients_and_clamped_outputs():
     assert report[0].clamped is None
     assert report[0].moved["c1"] == pytest.approx(0.25)
     assert report[0].moved["a"] == 0
-    # The loss's gradient in the coefficients: weight's, divided by the scale.
-    expected_norm = (layer.weight.grad / layer.coefficient_scale).norm(dim=0)
+    # The loss's gradient in the coefficients: weight's, divided by d coeffs / d weight
+    # (symlog: scale + |p| for a, b, c; the scale for c1, c2).
+    slope = torch.full_like(layer.weight, layer.coefficient_scale)
+    slope[:, :3] += layer.coeffs.detach()[:, :3].abs()
+    expected_norm = (layer.weight.grad / slope).norm(dim=0)
     for j, name in enumerate(("a", "b", "c", "c1", "c2")):
         assert report[0].grad_norm[name] == pytest.approx(expected_norm[j].item())
     assert "a0_b_c0 2" in str(report)
@@ -659,9 +668,10 @@ def test_health_finds_lazy_layers_and_says_when_there_are_none():
         deu.health(3)
 
 
-def test_the_coefficients_are_the_scale_times_the_learnable_weight():
-    layer = deu.DEU(4, init="damped")
+def test_the_linear_coefficients_are_the_scale_times_the_learnable_weight():
+    layer = deu.DEU(4, init="damped", parametrisation="linear")
     assert layer.coefficient_scale == 0.1 and deu.DEU(4, paper=True).coefficient_scale == 1.0
+    assert deu.DEU(4, paper=True).parametrisation == "linear"
     assert [name for name, _ in layer.named_parameters()] == ["weight"]
     torch.testing.assert_close(layer.coeffs, 0.1 * layer.weight, rtol=0, atol=0)
     torch.testing.assert_close(layer.coeffs[0], torch.tensor([1.0, 1, 1, 0, 0]))
@@ -678,6 +688,41 @@ def test_the_coefficients_are_the_scale_times_the_learnable_weight():
     assert list(layer.state_dict()) == ["weight"]
     with pytest.raises(ValueError, match="coefficient_scale must be positive and finite, got 0"):
         deu.DEU(2, coefficient_scale=0)
+    with pytest.raises(
+        ValueError, match=r"parametrisation must be one of \('symlog', 'linear'\), got 'log'"
+    ):
+        deu.DEU(2, parametrisation="log")
+
+
+def test_the_symlog_coefficients_of_the_weight():
+    """a, b, c = s sign(w) (e^|w| - 1) and c1, c2 = s w (s = 0.1): values written
+    out here, the slope at w = 0 from both sides (where ReLU-initialised a and c
+    sit: a zero slope there would freeze them), d coeffs / d weight = s + |p|
+    against autograd, the inverse, and assignment."""
+    layer = deu.DEU(3, init="relu", dtype=torch.float64)
+    assert layer.parametrisation == "symlog" and layer.coefficient_scale == 0.1
+    torch.testing.assert_close(layer.coeffs[0], torch.tensor([0.0, 1, 0, 0, 0]).double())
+    assert layer.weight[0, 1].item() == pytest.approx(math.log(11.0), rel=1e-15)
+    weight = torch.tensor([[-2.0, -0.5, 0.0, 0.5, -3.0], [1.5, 3.0, -1e-9, 2.0, 0.25]]).double()
+    layer = deu.DEU(2).double()
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    expected = weight.clone() * 0.1
+    expected[:, :3] = 0.1 * torch.sign(weight[:, :3]) * torch.expm1(weight[:, :3].abs())
+    torch.testing.assert_close(layer.coeffs, expected, rtol=1e-15, atol=0)
+    # d coeffs / d weight, by autograd, at the weights above and at exactly 0.
+    for w in (weight, torch.zeros(2, 5).double()):
+        with torch.no_grad():
+            layer.weight.copy_(w)
+        layer.weight.grad = None
+        layer.coeffs.sum().backward()
+        slope = torch.full_like(w, 0.1)
+        slope[:, :3] += layer.coeffs.detach()[:, :3].abs()
+        torch.testing.assert_close(layer.weight.grad, slope, rtol=1e-14, atol=0)
+    # The inverse: assigning coefficients gives them back.
+    target = torch.tensor([[0.3, -2.5, 0.0, 0.7, -0.2], [-0.011, 1e-3, 40.0, 0.0, 1.0]]).double()
+    layer.coeffs = target
+    torch.testing.assert_close(layer.coeffs.detach(), target, rtol=1e-14, atol=1e-17)
 
 
 def test_a_checkpoint_that_stored_the_coefficients_loads_into_the_weight():
