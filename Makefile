@@ -58,7 +58,8 @@ mutants: venv
 	OMP_NUM_THREADS=1 $(PY) tests/mutants.py
 
 # On demand, not in CI (hours on two cores): mutmut's own mutants of
-# deu/_subspaces.py and deu/_autograd.py against the fast tests ([tool.mutmut] in
+# the runtime's rule files (deu/_subspaces.py, _plan.py, _neighbour.py, _values.py,
+# _autograd.py) against the fast tests ([tool.mutmut] in
 # pyproject.toml), then tests/mutmut_report.py: every survivor must be listed there
 # as equivalent, with the reason. Results are kept in mutants/ and reused; a run
 # can be stopped and resumed, or limited to named mutants (ARGS="NAME ...").

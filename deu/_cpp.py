@@ -1,4 +1,5 @@
-"""The fused CPU kernel: built from generated/deu_cpu.cpp at first use, then cached.
+"""The fused CPU kernel: built from generated/deu_cpu.cpp at first use, then cached,
+and called with the launch plan's arguments (``deu._plan._kernel_arguments``).
 
 The build uses the system C++ compiler through torch.utils.cpp_extension (and
 ninja). If it fails, the generated PyTorch path is used instead, with one
@@ -16,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 import deu._generated as generated
+from deu._plan import Settings, _kernel_arguments
 
 _SOURCES = ("deu_cpu.cpp", "deu_kernels.h")
 _state: dict[str, ModuleType | None] = {}
@@ -134,3 +136,35 @@ def available() -> bool:
 def loaded() -> bool:
     """Whether the kernel is built and loaded already (never builds)."""
     return _state.get("extension") is not None
+
+
+def extension() -> ModuleType:
+    """The loaded kernel, for a call with backend 'cpp'."""
+    built = load()
+    if built is None:  # only reachable through a graph exported where it built
+        raise RuntimeError(
+            "deu: this call was traced with backend 'cpp', but the fused CPU kernel "
+            "cannot be built here (see the warning above); trace it with backend='torch'"
+        )
+    return built
+
+
+def forward(x, coeffs, settings: Settings):
+    """The fused CPU kernel's forward: the output, clamped."""
+    return extension().forward(x.contiguous(), coeffs.contiguous(), *_kernel_arguments(x, settings))
+
+
+def backward(x, coeffs, g, settings: Settings, need_input: bool, need_coeffs: bool):
+    """The fused CPU kernel: f's own gradients and gravitation, all in C++."""
+    # Empty tensors come back for the gradients that are not needed.
+    grad_x, grad_coeffs = extension().backward(
+        x.contiguous(),
+        g.contiguous(),
+        coeffs.contiguous(),
+        *_kernel_arguments(x, settings),
+        settings.gravitation == "neighbour",
+        settings.gravitation == "derived",
+        need_input,
+        need_coeffs,
+    )
+    return grad_x, grad_coeffs

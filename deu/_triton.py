@@ -5,7 +5,7 @@ from the same CSE'd expressions as the PyTorch kernels); this module loads,
 stores and reduces. One kernel classifies the neurons (:func:`classify`: the
 rules of ``deu._subspaces.classify`` restated step for step, tested equal to
 them bit for bit); they are then grouped by subspace exactly as the PyTorch path
-groups them (``deu._autograd._groups``), and each group runs one kernel compiled
+groups them (``deu._plan._groups``), and each group runs one kernel compiled
 for its subspace only (a ``tl.constexpr``): no masked evaluation of every
 subspace. A program covers a tile of BLOCK_M rows (the elements of a neuron,
 over every axis but the neuron axis) by BLOCK_N of the group's neurons; the
@@ -20,7 +20,7 @@ Outward gravitation: the default, derived rule's terms are outputs of the
 generated derivatives, summed in the backward kernel like every gradient. The
 paper's neighbour rule is not in the kernels: with it the backward kernel also
 writes the clamp-masked output gradient, and :func:`_gravitation_gradient` hands
-it to the PyTorch path's gravitation code (``deu._autograd._gravitation``),
+it to the PyTorch path's gravitation code (``deu._neighbour._gravitation``),
 which runs on the device in eager PyTorch.
 
 triton is imported only when this module is: the runtime does not need it.
@@ -34,9 +34,10 @@ import torch
 import triton
 import triton.language as tl
 
-from deu._autograd import Settings, _flat, _gravitation, _groups, _take, summed_outputs
 from deu._generated import SUBSPACES
 from deu._generated.deu_triton import _sign, derivatives, value
+from deu._neighbour import _gravitation
+from deu._plan import Settings, _flat, _groups, _take, summed_outputs
 from deu._subspaces import SUBSPACE_NAMES, unclassified_error
 
 # Interpreted: triton.jit was applied with TRITON_INTERPRET=1 set, so the
@@ -353,7 +354,7 @@ def _gravitation_gradient(x, coeffs, effective, masked_g, settings, groups) -> t
 
     The one place gravitation enters this backend: every group with a singular
     coefficient, its inputs and clamp-masked output gradient, through
-    ``deu._autograd._gravitation``.
+    ``deu._neighbour._gravitation``.
     """
     grad = torch.zeros_like(effective)
     dim = settings.dim

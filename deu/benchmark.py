@@ -59,7 +59,8 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from deu import functional
-from deu._autograd import (
+from deu._generated import SUBSPACES
+from deu._plan import (
     _OUTPUT_OF_COEFF,
     _assemble,
     _groups,
@@ -69,8 +70,7 @@ from deu._autograd import (
     _take,
     summed_outputs,
 )
-from deu._autograd import Settings as _OperatorSettings
-from deu._generated import SUBSPACES
+from deu._plan import Settings as _OperatorSettings
 from deu._subspaces import SUBSPACE_NAMES, classify, unclassified_error
 from deu.module import DEU
 

@@ -7,8 +7,9 @@ import sys
 
 import torch
 
-from deu._autograd import GRAVITATION_RULES, deu_forward
+from deu._autograd import deu_forward
 from deu._generated import MAX_EXP_CAP
+from deu._plan import GRAVITATION_RULES
 from deu._subspaces import CRITICAL_RULES
 
 __all__ = ["deu", "BACKENDS", "DEFAULT_MAX_EXPONENT", "GRAVITATION_RULES", "PAPER_MAX_EXPONENT"]

@@ -28,7 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBSPACES_PY = "deu/_subspaces.py"
-AUTOGRAD_PY = "deu/_autograd.py"
+VALUES_PY = "deu/_values.py"
+PLAN_PY = "deu/_plan.py"
 KERNEL_TEMPLATE = "templates/cpp/deu_cpu.cpp.j2"
 # The fast subset every rule mutant must be caught by (about 10 s unmutated).
 FAST = ("tests/test_rules.py", "tests/test_backends.py", "tests/test_runtime.py")
@@ -115,7 +116,7 @@ CPP_RULES = [
     ),
 ]
 CLAMP_MASK = (
-    Edit(AUTOGRAD_PY, " * (outputs[0].abs() <= settings.max_value).to(g.dtype)", ""),
+    Edit(VALUES_PY, " * (outputs[0].abs() <= settings.max_value).to(g.dtype)", ""),
     Edit(
         KERNEL_TEMPLATE,
         "const V gi = V::blendv(zero, load_run(gm, j, m), inside);",
@@ -124,7 +125,7 @@ CLAMP_MASK = (
 )
 OUTPUT_CLAMP = (
     Edit(
-        AUTOGRAD_PY,
+        VALUES_PY,
         "_assemble(parts, settings.dim).clamp(-settings.max_value, settings.max_value)",
         "_assemble(parts, settings.dim)",
     ),
@@ -146,7 +147,7 @@ def _on_both_backends(name: str) -> Mutant:
 # test_gravitation.py (and the backends' per-element comparison).
 GRAVITATION_TESTS = (*FAST, "tests/test_gravitation.py")
 DERIVED_IN_PYTHON = Edit(
-    AUTOGRAD_PY,
+    PLAN_PY,
     "return (*(derived or not zero for zero in subspace.zero), True, True)",
     "return (*(not zero for zero in subspace.zero), True, True)",
 )
@@ -154,7 +155,7 @@ GRAVITATION = [
     Mutant("py-derived-gravitation-dropped", (DERIVED_IN_PYTHON,), GRAVITATION_TESTS),
     Mutant(
         "py-neighbour-gravitation-dropped",
-        (Edit(AUTOGRAD_PY, 'if settings.gravitation == "neighbour":', "if False:"),),
+        (Edit(VALUES_PY, 'if settings.gravitation == "neighbour":', "if False:"),),
         GRAVITATION_TESTS,
     ),
     *(

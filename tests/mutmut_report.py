@@ -1,4 +1,4 @@
-"""make mutmut's verdict: mutmut's results for deu/_subspaces.py and deu/_autograd.py.
+"""make mutmut's verdict: mutmut's results for the runtime's rule files (FILES).
 
 Run after ``mutmut run`` (``make mutmut`` does both), from the repository root.
 Every mutant must be killed, or survive with its change listed in EQUIVALENT
@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FILES = ("deu/_subspaces.py", "deu/_autograd.py")
+FILES = (
+    "deu/_subspaces.py",
+    "deu/_plan.py",
+    "deu/_neighbour.py",
+    "deu/_values.py",
+    "deu/_autograd.py",
+)
 # mutmut's exit codes (mutmut/stats.py): 1 and 3 killed, 0 survived, None not checked.
 KILLED = {1, 3}
 

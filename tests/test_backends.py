@@ -68,13 +68,11 @@ def test_the_cpu_kernel_builds_wherever_there_is_a_compiler():
 def test_auto_runs_the_fused_kernel_on_the_cpu_wherever_there_is_a_compiler(monkeypatch):
     # Otherwise every backend="auto" test would silently test the PyTorch path
     # a second time.
-    import deu._autograd as autograd
-
     _skip_without_compiler_or_ninja()
     assert F.resolve_backend("auto", torch.device("cpu")) == "cpp"
     calls = []
-    real = autograd._extension
-    monkeypatch.setattr(autograd, "_extension", lambda: calls.append(1) or real())
+    real = _cpp.extension
+    monkeypatch.setattr(_cpp, "extension", lambda: calls.append(1) or real())
     x = torch.randn(4, 2, requires_grad=True)
     coeffs = torch.tensor([NEURONS["a_b_c_disc_neg"], NEURONS["a0_b_c0"]], requires_grad=True)
     y = F.deu(x, coeffs, backend="auto", epsilon=0.01, critical="nearest", gravitation=True)

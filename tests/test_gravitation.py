@@ -378,7 +378,7 @@ def test_the_neighbour_rule_per_neuron_in_a_layer(critical):
 
 
 def test_t_star_is_each_neurons_mean_input_ignoring_nan():
-    from deu._autograd import _mean_input
+    from deu._neighbour import _mean_input
 
     x = torch.tensor([[1.0, 10.0], [3.0, float("nan")], [5.0, 20.0]], dtype=torch.float64)
     # Neuron 1 has a NaN: its mean ignores it; neuron 0's is its own mean.
@@ -416,7 +416,7 @@ def test_the_matched_solve_is_the_ridge_least_squares_solution():
     a well-conditioned m at a small scale (the ridge must stay at rounding
     level there), an ill-conditioned one (cond 1e6, where the ridge shows), the
     first-order pattern (c2's column zero) and a zero matrix."""
-    from deu._autograd import _ridge_solve
+    from deu._neighbour import _ridge_solve
 
     cases = [
         ([[2e-4, 1e-4], [-1e-4, 3e-4]], [1e-4, 2e-4], 1e-12),
@@ -448,7 +448,8 @@ def test_matched_initial_conditions_that_do_not_exist_are_zero():
     would reach the gradient; a finite one is matched."""
     from deu._generated import SUBSPACES
 
-    from deu._autograd import Settings, _evaluate_at, _matched_initial_conditions
+    from deu._neighbour import _evaluate_at, _matched_initial_conditions
+    from deu._plan import Settings
 
     first_order = next(s for s in SUBSPACES if s.name == "a0_b_c")
     settings = Settings(

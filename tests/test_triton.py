@@ -357,13 +357,11 @@ def test_forward_and_backward_do_run_the_triton_kernels(monkeypatch):
     for name in launches:
         monkeypatch.setattr(_triton, name, Counting(name, getattr(_triton, name)))
     # ...and the PyTorch path must not run beside them (its classification counted).
-    from deu import _autograd
+    from deu import _values
 
     torch_path = []
-    classify = _autograd.classify
-    monkeypatch.setattr(
-        _autograd, "classify", lambda *args: torch_path.append(1) or classify(*args)
-    )
+    classify = _values.classify
+    monkeypatch.setattr(_values, "classify", lambda *args: torch_path.append(1) or classify(*args))
     coeffs = torch.tensor(NEURONS[:4], dtype=torch.float64, requires_grad=True)
     x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
     y = F.deu(x, coeffs, backend="triton")
