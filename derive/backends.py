@@ -25,10 +25,11 @@ BACKENDS = (
         TORCH,
         (("torch/kernels.py.j2", "kernels.py"), ("torch/__init__.py.j2", "__init__.py")),
     ),
+    # The formulas and tables as C++ headers; the fused CPU kernel is deu/csrc/deu_cpu.cpp.
     Backend(
         "cpp",
         CPP,
-        (("cpp/deu_kernels.h.j2", "deu_kernels.h"), ("cpp/deu_cpu.cpp.j2", "deu_cpu.cpp")),
+        (("cpp/deu_tables.h.j2", "deu_tables.h"), ("cpp/deu_kernels.h.j2", "deu_kernels.h")),
     ),
     # The formulas as Triton device functions; the kernels are deu/_triton.py.
     Backend("triton", TRITON, (("triton/deu_triton.py.j2", "deu_triton.py"),)),

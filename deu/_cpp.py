@@ -1,5 +1,6 @@
-"""The fused CPU kernel: built from generated/deu_cpu.cpp at first use, then cached,
-and called with the launch plan's arguments (``deu._plan._kernel_arguments``).
+"""The fused CPU kernel: built from deu/csrc/deu_cpu.cpp (which includes the
+generated headers in generated/) at first use, then cached, and called with the
+launch plan's arguments (``deu._plan._kernel_arguments``).
 
 The build uses the system C++ compiler through torch.utils.cpp_extension (and
 ninja). If it fails, the generated PyTorch path is used instead, with one
@@ -19,7 +20,8 @@ from types import ModuleType
 import deu._generated as generated
 from deu._plan import Settings, _kernel_arguments
 
-_SOURCES = ("deu_cpu.cpp", "deu_kernels.h")
+_SOURCE = Path(__file__).parent / "csrc" / "deu_cpu.cpp"
+_HEADERS = ("deu_tables.h", "deu_kernels.h")  # generated, included by _SOURCE
 _state: dict[str, ModuleType | None] = {}
 
 
@@ -103,14 +105,15 @@ def load() -> ModuleType | None:
         # round as deu/_subspaces.py does (the explicit fmadd calls still fuse).
         # errno is never read: without it unused exp/sin/cos calls can be dropped.
         flags = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", *_simd_flags()]
-        digest = hashlib.sha256(b"".join((folder / f).read_bytes() for f in _SOURCES))
+        sources = [_SOURCE, *(folder / header for header in _HEADERS)]
+        digest = hashlib.sha256(b"".join(path.read_bytes() for path in sources))
         digest.update(" ".join(flags).encode())
         name = f"deu_cpu_{digest.hexdigest()[:16]}"
         build_directory = Path(cpp_extension._get_build_directory(name, verbose=False))
         with _building(build_directory):
             extension = cpp_extension.load(
                 name=name,
-                sources=[str(folder / "deu_cpu.cpp")],
+                sources=[str(_SOURCE)],
                 extra_include_paths=[str(folder)],
                 extra_cflags=flags,
                 extra_ldflags=["-fopenmp"],

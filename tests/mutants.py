@@ -2,13 +2,13 @@
 
 Every mutant is a small edit of a source file (the runtime's subspace rules,
 the critical rules and the output clamp, in deu/ and in the fused kernel's
-template, or the same bug in both) or of a generated file's bytes. The
-checkout is copied once to a temporary folder; each mutant is applied there,
-templates are re-rendered with `python -m derive regenerate` (in the copy),
-and the mutant's named test subset runs with -x. A mutant is killed when the
-subset fails; the run fails if any survives, or if a mutant no longer applies
-(its text is not exactly once in the source: update the list) or breaks the
-kernel's build (not a plausible bug).
+source deu/csrc/deu_cpu.cpp, or the same bug in both) or of a generated file's
+bytes. The checkout is copied once to a temporary folder; each mutant is
+applied there, templates (when a mutant edits one) are re-rendered with
+`python -m derive regenerate` (in the copy), and the mutant's named test subset
+runs with -x. A mutant is killed when the subset fails; the run fails if any
+survives, or if a mutant no longer applies (its text is not exactly once in
+the source: update the list) or breaks the kernel's build (not a plausible bug).
 
     python tests/mutants.py            # all (about 20 minutes on one core)
     python tests/mutants.py --only cpp-sign-condition-dropped --keep
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SUBSPACES_PY = "deu/_subspaces.py"
 VALUES_PY = "deu/_values.py"
 PLAN_PY = "deu/_plan.py"
-KERNEL_TEMPLATE = "templates/cpp/deu_cpu.cpp.j2"
+KERNEL_SOURCE = "deu/csrc/deu_cpu.cpp"
 # The fast subset every rule mutant must be caught by (about 10 s unmutated).
 FAST = ("tests/test_rules.py", "tests/test_backends.py", "tests/test_runtime.py")
 BYTES = ("tests/test_derive.py::test_regeneration_is_byte_identical_to_the_checked_in_files",)
@@ -118,7 +118,7 @@ CPP_RULES = [
 CLAMP_MASK = (
     Edit(VALUES_PY, " * (outputs[0].abs() <= settings.max_value).to(g.dtype)", ""),
     Edit(
-        KERNEL_TEMPLATE,
+        KERNEL_SOURCE,
         "const V gi = V::blendv(zero, load_run(gm, j, m), inside);",
         "const V gi = load_run(gm, j, m); (void)inside;",
     ),
@@ -129,16 +129,14 @@ OUTPUT_CLAMP = (
         "_assemble(parts, settings.dim).clamp(-settings.max_value, settings.max_value)",
         "_assemble(parts, settings.dim)",
     ),
-    Edit(
-        KERNEL_TEMPLATE, "store_run(ys, j, n, clamp_output(v, bound));", "store_run(ys, j, n, v);"
-    ),
+    Edit(KERNEL_SOURCE, "store_run(ys, j, n, clamp_output(v, bound));", "store_run(ys, j, n, v);"),
 )
 
 
 def _on_both_backends(name: str) -> Mutant:
     """The same bug in deu/_subspaces.py and in the kernel: no cross-backend test sees it."""
     (py,) = (Edit(SUBSPACES_PY, o, n) for rule, o, n in PYTHON_RULES if rule == name)
-    (cpp,) = (Edit(KERNEL_TEMPLATE, o, n) for rule, o, n in CPP_RULES if rule == name)
+    (cpp,) = (Edit(KERNEL_SOURCE, o, n) for rule, o, n in CPP_RULES if rule == name)
     return Mutant(f"both-{name}", (py, cpp))
 
 
@@ -163,7 +161,7 @@ GRAVITATION = [
             f"cpp-derived-gravitation-in-{p}-dropped",
             (
                 Edit(
-                    KERNEL_TEMPLATE,
+                    KERNEL_SOURCE,
                     f"const bool use_{p} = !ZERO[S][{j}] || derived_gravitation;",
                     f"const bool use_{p} = !ZERO[S][{j}];",
                 ),
@@ -176,7 +174,7 @@ GRAVITATION = [
         "cpp-derived-gravitation-in-c-negated",
         (
             Edit(
-                KERNEL_TEMPLATE,
+                KERNEL_SOURCE,
                 "if (use_c) v2 = at::vec::fmadd(gi, d[4], v2);",
                 "if (use_c) v2 = ZERO[S][2] ? at::vec::fmadd(gi.neg(), d[4], v2)"
                 " : at::vec::fmadd(gi, d[4], v2);",
@@ -188,7 +186,7 @@ GRAVITATION = [
 
 MUTANTS = [
     *_rules("py", SUBSPACES_PY, PYTHON_RULES),
-    *_rules("cpp", KERNEL_TEMPLATE, CPP_RULES),
+    *_rules("cpp", KERNEL_SOURCE, CPP_RULES),
     Mutant("py-clamp-gradient-mask-dropped", CLAMP_MASK[:1]),
     Mutant("cpp-clamp-gradient-mask-dropped", CLAMP_MASK[1:]),
     Mutant("py-output-clamp-dropped", OUTPUT_CLAMP[:1]),

@@ -1,4 +1,3 @@
-{{ header }}
 // The fused CPU kernel. The formulas of deu_kernels.h are instantiated on ATen's
 // SIMD vectors (at::vec::Vectorized; where the build has AVX2 or AVX-512, exp,
 // sin and cos are computed inline in float and by SLEEF in double; elsewhere a
@@ -11,6 +10,8 @@
 // gravitation runs in the same pass: a singular neuron carries up to three
 // neighbour neurons, and the one coefficient derivative of each is reduced
 // alongside its own, piece by piece.
+// Hand-written source; the formulas and tables it includes (deu_kernels.h,
+// deu_tables.h) are generated into generated/ by `make regenerate`.
 // Built at first use by deu._cpp with the system compiler.
 #include <torch/extension.h>
 
@@ -24,6 +25,9 @@
 #include <limits>
 #include <string>
 #include <vector>
+
+// EXP_FLOOR for the vector helpers below.
+#include "deu_tables.h"
 
 namespace deu_generated {
 
@@ -52,12 +56,12 @@ DEU_VEC Vec<S> cos(Vec<S> x) {
 }
 template <typename S>
 DEU_VEC Vec<S> cexp(Vec<S> x, Vec<S> cap) {
-  const Vec<S> floor(static_cast<S>({{ exp_floor }}));
+  const Vec<S> floor(static_cast<S>(EXP_FLOOR));
   x = Vec<S>::blendv(x, cap, x > cap);
   return Vec<S>::blendv(x, floor, x < floor).exp();
 }
 // In float, cexp's exponential is computed inline (SLEEF's is a call, and a
-// call spills every live vector register): after the clamp to [{{ exp_floor }}, cap] (cap <= {{ max_exp_cap }})
+// call spills every live vector register): after the clamp to [EXP_FLOOR, cap] (cap <= MAX_EXP_CAP)
 // no overflow, underflow or subnormal case is left. exp(x) = 2^n exp(r) with
 // n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, so r is exact to
 // float rounding) in [-ln 2 / 2, ln 2 / 2], and exp(r) by its Taylor
@@ -83,7 +87,7 @@ DEU_VEC Vec<S> cexp(Vec<S> x, Vec<S> cap) {
 #endif
 template <>
 DEU_VEC Vec<float> cexp(Vec<float> v, Vec<float> cap) {
-  const auto x = DEU_PS(max)(DEU_PS(set1)(static_cast<float>({{ exp_floor }})),
+  const auto x = DEU_PS(max)(DEU_PS(set1)(static_cast<float>(EXP_FLOOR)),
                               DEU_PS(min)(static_cast<decltype(DEU_PS(set1)(0.f))>(cap), v));
   const auto n = DEU_ROUND(DEU_PS(mul)(x, DEU_PS(set1)(1.44269504088896341f)));
   auto r = DEU_PS(fnmadd)(n, DEU_PS(set1)(0.693145751953125f), x);
@@ -154,7 +158,7 @@ DEU_VEC Vec<float> cos(Vec<float> x) { return sincos(x).cos; }
 #endif
 template <typename S>
 DEU_VEC Vec<S> unclamped(Vec<S> x, Vec<S> cap) {
-  return x.gt(Vec<S>(static_cast<S>({{ exp_floor }}))) * x.lt(cap);
+  return x.gt(Vec<S>(static_cast<S>(EXP_FLOOR))) * x.lt(cap);
 }
 template <typename S>
 DEU_VEC Vec<S> step(Vec<S> t) {
@@ -525,7 +529,7 @@ inline void rotate(S p0, S& p1, S& pr, S q0, S& q1, S& qr, S* rho) {
 }
 
 // (c1, c2) minimising |m c - r|^2 + ridge |c|^2, ridge = eps |m|_F^2 + tiny, by
-// Givens rotations of [m; sqrt(ridge) I]: deu/_autograd.py's _ridge_solve,
+// Givens rotations of [m; sqrt(ridge) I]: deu/_neighbour.py's _ridge_solve,
 // operation for operation.
 template <typename S>
 inline void ridge_solve(S m00, S m01, S m10, S m11, S r0, S r1, S* c1, S* c2) {
@@ -546,7 +550,7 @@ inline void ridge_solve(S m00, S m01, S m10, S m11, S r0, S r1, S* c1, S* c2) {
 // Outward gravitation for coefficient p of a neuron singular in p: the
 // neighbour h with p moved to epsilon*sign(p) and c1, c2 chosen so that h(t*) =
 // f(t*) and h'(t*) = f'(t*) (value only for a first-order h), in the
-// Tikhonov-regularised least-squares sense of deu/_autograd.py's
+// Tikhonov-regularised least-squares sense of deu/_neighbour.py's
 // _matched_initial_conditions; f and df are the neuron's value and slope at
 // t*. Writes h's quantities; returns h's subspace (-1 where h falls in none,
 // and then writes nothing).
