@@ -38,7 +38,7 @@ class LazyDEU(LazyModuleMixin, DEU):
 
     Examples::
 
-        >>> act = deu.LazyDEU(init="relu")
+        >>> act = deu.LazyDEU()
         >>> act(torch.randn(2, 7)).shape
         torch.Size([2, 7])
         >>> act

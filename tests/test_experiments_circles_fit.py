@@ -84,17 +84,30 @@ def test_fit_quick(tmp_path: Path) -> None:
     _check_tables(tmp_path, ("fit", "fit_runs"))
     rows = _read_csv(tmp_path / "fit.csv")
     labels = [row["model"] for row in rows]
-    assert labels[:4] == ["DEU 30", "DEU 30 (paper)", "ReLU 250", "Maxout 250 (3 pieces)"]
-    numbers = _numbers(rows)
+    assert labels[:5] == [
+        "DEU 30",
+        "DEU 30 (init=random)",
+        "DEU 30 (paper)",
+        "ReLU 250",
+        "Maxout 250 (3 pieces)",
+    ]
+    numbers = _numbers(rows, skip=("changed_subspace",))
     for column in ("train_mse_mean", "grid_mse_mean", "grid_mse_min", "grid_mse_max"):
         assert all(v >= 0.0 for v in numbers[column]), column
-    assert numbers["hidden_units"][:4] == [30, 30, 250, 250]
+    assert numbers["hidden_units"][:5] == [30, 30, 30, 250, 250]
     # 1->30 linear, 30 DEUs of 5 coefficients, 30->1 linear
-    assert numbers["parameters"][0] == 60 + 150 + 31
-    assert numbers["parameters"][1] == 60 + 150 + 31
-    assert numbers["parameters"][2] == 500 + 251
-    runs = _numbers(_read_csv(tmp_path / "fit_runs.csv"))
+    assert numbers["parameters"][:3] == [60 + 150 + 31] * 3
+    assert numbers["parameters"][3] == 500 + 251
+    run_rows = _read_csv(tmp_path / "fit_runs.csv")
+    runs = _numbers(run_rows, skip=("changed_subspace", "relative_change"))
     assert all(v >= 0.0 for v in runs["train_mse"] + runs["grid_mse"])
+    # The adaptation columns: a fraction and a relative change for DEU rows, NaN otherwise.
+    for row in run_rows:
+        changed, relative = float(row["changed_subspace"]), float(row["relative_change"])
+        if row["model"].startswith("DEU"):
+            assert 0.0 <= changed <= 1.0 and relative >= 0.0, row
+        else:
+            assert math.isnan(changed) and math.isnan(relative), row
     for name in (
         "fit_curves.png",
         "fit_curves_all_seeds.png",

@@ -53,8 +53,10 @@ def test_sine_quick_writes_every_gravitation_setting(tmp_path: Path) -> None:
             # Without gravitation a, c stay exactly zero and the neuron stays a ReLU ramp.
             assert visited == ["a0_b_c0"]
             assert float(row["a"]) == 0.0 and float(row["c"]) == 0.0
-            # Only b can travel.
-            assert float(row["abc_travel"]) == pytest.approx(abs(float(row["b"]) - 1.0))
+            # Only b can travel (from the stored ReLU start: b = 1 to one rounding
+            # of the float32 symlog weight).
+            start_b = float(deu.DEU(1, init="relu").coeffs[0, 1].detach())
+            assert float(row["abc_travel"]) == pytest.approx(abs(float(row["b"]) - start_b))
 
     totals = _read_csv(tmp_path / "sine_summary.csv")
     assert {(row["range"], row["gravitation"]) for row in totals} == {
@@ -76,6 +78,25 @@ def test_sine_quick_writes_every_gravitation_setting(tmp_path: Path) -> None:
     assert set(summary["runs"]) == {
         f"{r}/{g}" for r in ("symmetric", "negative") for g in ("derived", "paper", "off")
     }
+
+    # The issue-17 showcase: Linear -> one ReLU-initialised DEU -> Linear.
+    showcase = _read_csv(tmp_path / "sine_showcase.csv")
+    assert [row["setting"] for row in showcase] == ["default", "paper"]
+    for row in showcase:
+        assert math.isfinite(float(row["final_mse"])) and float(row["best_mse"]) >= 0.0
+        assert row["final subspace"] in deu.SUBSPACE_NAMES
+        assert row["left the ReLU subspace"] == str(row["final subspace"] != "a0_b_c0")
+        assert len(row["coeffs"].split()) == 5
+
+
+def test_the_showcase_starts_at_relu_and_learns():
+    from deu.experiments.sine import showcase
+
+    # 30 steps of Adam at 1e-2 lower the loss of the ReLU start.
+    first = showcase({}, seed=0, steps=1)
+    later = showcase({}, seed=0, steps=30)
+    assert first["final subspace"] == "a0_b_c0"
+    assert later["final_mse"] < first["final_mse"]
 
 
 def test_gallery_quick_has_every_subspace(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ ACTIVATIONS: dict[str, dict | None] = {
     "PReLU": None,
     "SiLU": None,
     "DEU": {},
-    "DEU init=relu": {"init": "relu"},
+    "DEU init=random": {"init": "random"},
     "DEU (paper)": {"paper": True},
 }
 OPTIMISERS: tuple[tuple[str, float], ...] = (

@@ -68,10 +68,16 @@ def _relu_net(layers: int, width: int) -> nn.Sequential:
 
 
 # label -> (hidden layers x width, builder). "DEU 1x2" is the paper's network
-# with the paper's random initialisation; the "oscillator" row starts both
-# neurons at a*y'' + c*y = u(t) instead (an extra variant, not in the paper).
+# with the layer's defaults (since issue 17 the ReLU start); "init=random" is the
+# paper's random initialisation with the other defaults, "paper" the paper's
+# layer throughout; the "oscillator" row starts both neurons at a*y'' + c*y = u(t)
+# instead (an extra variant, not in the paper).
 MODELS: dict[str, tuple[str, Callable[[], nn.Sequential]]] = {
     "DEU 1x2": ("1x2", lambda: nn.Sequential(nn.Linear(2, 2), deu.DEU(2), nn.Linear(2, 1))),
+    "DEU 1x2 (init=random)": (
+        "1x2",
+        lambda: nn.Sequential(nn.Linear(2, 2), deu.DEU(2, init="random"), nn.Linear(2, 1)),
+    ),
     "DEU 1x2 (paper)": (
         "1x2",
         lambda: nn.Sequential(nn.Linear(2, 2), deu.DEU(2, paper=True), nn.Linear(2, 1)),

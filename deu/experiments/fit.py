@@ -35,6 +35,7 @@ from deu.experiments._common import (
     train,
     write_table,
 )
+from deu.experiments.broad import _deu_snapshot, adaptation
 from deu.experiments.circles import save_compact_figure
 
 __all__ = ["MODELS", "target", "run"]
@@ -55,6 +56,10 @@ def target(t: np.ndarray) -> np.ndarray:
 # label -> (hidden units, builder).
 MODELS: dict[str, tuple[int, Callable[[], nn.Sequential]]] = {
     "DEU 30": (30, lambda: nn.Sequential(nn.Linear(1, 30), deu.DEU(30), nn.Linear(30, 1))),
+    "DEU 30 (init=random)": (
+        30,
+        lambda: nn.Sequential(nn.Linear(1, 30), deu.DEU(30, init="random"), nn.Linear(30, 1)),
+    ),
     "DEU 30 (paper)": (
         30,
         lambda: nn.Sequential(nn.Linear(1, 30), deu.DEU(30, paper=True), nn.Linear(30, 1)),
@@ -88,6 +93,10 @@ class Run:
     grid_mse: float = float("nan")
     grid_max_error: float = float("nan")
     seconds: float = 0.0
+    # DEU models: the fraction of neurons whose subspace changed in training, and
+    # the median relative change of their activations on [-3, 3].
+    changed_subspace: float = float("nan")
+    relative_change: float = float("nan")
 
 
 def train_one(label: str, seed: int, t_train: np.ndarray, epochs: int, lr: float = LR) -> Run:
@@ -96,6 +105,7 @@ def train_one(label: str, seed: int, t_train: np.ndarray, epochs: int, lr: float
     model = MODELS[label][1]()
     x, y = _column(t_train / SCALE), _column(target(t_train))
     one = Run(label, seed, model)
+    before = _deu_snapshot(model)
     start = time.perf_counter()
     try:
         one.losses = train(
@@ -119,6 +129,8 @@ def train_one(label: str, seed: int, t_train: np.ndarray, epochs: int, lr: float
         error = model(_column(grid / SCALE)).squeeze(-1).double().numpy() - target(grid)
     one.grid_mse = float(np.mean(error**2))
     one.grid_max_error = float(np.abs(error).max())
+    if before:
+        one.changed_subspace, one.relative_change = adaptation(before, _deu_snapshot(model))
     return one
 
 
@@ -245,6 +257,8 @@ def run(args) -> dict:
             "grid_mse": one.grid_mse,
             "grid_max_error": one.grid_max_error,
             "seconds": one.seconds,
+            "changed_subspace": one.changed_subspace,
+            "relative_change": one.relative_change,
         }
         for one in runs
     ]
@@ -267,6 +281,11 @@ def run(args) -> dict:
             "grid_mse_max": float(finite.max()) if len(finite) else nan,
             "grid_max_error_mean": float(np.nanmean([one.grid_max_error for one in mine])),
             "seconds_mean": float(np.mean([one.seconds for one in mine])),
+            # Per seed: the fraction of neurons that changed subspace.
+            "changed_subspace": ", ".join(
+                "-" if np.isnan(one.changed_subspace) else f"{one.changed_subspace:.2f}"
+                for one in mine
+            ),
         }
         rows.append(row)
         summary_models[label] = {

@@ -47,7 +47,14 @@ import torch
 from torch import nn
 
 import deu
-from deu.experiments._common import pyplot, save_figure, setup, train, write_table
+from deu.experiments._common import (
+    pyplot,
+    save_figure,
+    seed_everything,
+    setup,
+    train,
+    write_table,
+)
 
 RANGES: dict[str, tuple[float, float]] = {
     "symmetric": (-2 * math.pi, 2 * math.pi),
@@ -147,6 +154,43 @@ def fit(
         "max_error": max_error,
         "best_loss": min(losses),
         "first_below": below[0] if below else None,
+    }
+
+
+SHOWCASE_STEPS, SHOWCASE_LR, SHOWCASE_POINTS = 8000, 1e-2, 200
+
+
+def showcase(rules: dict, seed: int, steps: int = SHOWCASE_STEPS) -> dict:
+    """The issue-17 showcase: Linear(1, 1) -> one ReLU-initialised DEU -> Linear(1, 1)
+    learning sin on [-pi, pi] (SHOWCASE_POINTS evenly spaced t), full batch, Adam
+    at lr 1e-2, ``steps`` steps; the linear maps are torch's default for ``seed``."""
+    seed_everything(seed)
+    model = nn.Sequential(nn.Linear(1, 1), deu.DEU(1, init="relu", **rules), nn.Linear(1, 1))
+    t = torch.linspace(-math.pi, math.pi, SHOWCASE_POINTS).unsqueeze(1)
+    target = torch.sin(t)
+    optimiser = torch.optim.Adam(model.parameters(), lr=SHOWCASE_LR)
+    start = model[1].subspaces()[0]
+    best, first_below = math.inf, None
+    for step in range(steps):
+        optimiser.zero_grad()
+        loss = nn.functional.mse_loss(model(t), target)
+        if not torch.isfinite(loss):
+            break
+        loss.backward()
+        optimiser.step()
+        best = min(best, loss.item())
+        if first_below is None and loss.item() < 0.01:
+            first_below = step
+    with torch.no_grad():
+        final = float(nn.functional.mse_loss(model(t), target))
+    return {
+        "seed": seed,
+        "final_mse": final,
+        "best_mse": best,
+        "first step below 0.01": "-" if first_below is None else first_below,
+        "left the ReLU subspace": model[1].subspaces()[0] != start,
+        "final subspace": model[1].subspaces()[0],
+        "coeffs": " ".join(f"{v:.3g}" for v in model[1].coeffs.detach().flatten().tolist()),
     }
 
 
@@ -369,5 +413,18 @@ def run(args) -> dict:
         references,
         title="Hand-set sine-like coefficients (not trained): how close a DEU can get",
     )
+    showcase_rows = []
+    for setting, rules in (("default", {}), ("paper", {"paper": True})):
+        for seed in range(args.seed, args.seed + (1 if args.quick else 3)):
+            result = showcase(rules, seed, steps=50 if args.quick else SHOWCASE_STEPS)
+            showcase_rows.append({"setting": setting} | result)
+    write_table(
+        args.out,
+        "sine_showcase",
+        showcase_rows,
+        title=f"Linear -> ReLU-initialised DEU -> Linear, sin on [-pi, pi], Adam lr "
+        f"{SHOWCASE_LR:g}, {SHOWCASE_STEPS} full-batch steps",
+    )
+    summary["showcase"] = showcase_rows
     summary["figures"] = [str(args.out / f"sine_{key}.png") for key in RANGES]
     return summary
