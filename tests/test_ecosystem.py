@@ -30,7 +30,11 @@ def test_lazy_deu_infers_num_neurons_and_becomes_a_deu():
     y = layer(x)
     assert type(layer) is deu.DEU and layer.num_neurons == 6
     assert layer.coeffs.shape == (6, 5)
-    assert torch.equal(y, torch.relu(x))
+    # The ReLU start is y = ReLU(t) / b with b = 1 to one rounding of the symlog
+    # weight (1 + 1.2e-7 in float32).
+    b = layer.coeffs[:, 1].detach()
+    assert torch.all((b - 1).abs() <= 2**-23)
+    torch.testing.assert_close(y, torch.relu(x) / b.reshape(1, 6, 1, 1))
     channels_last = deu.LazyDEU(dim=-1)
     channels_last(torch.randn(2, 5, 9))
     assert channels_last.coeffs.shape == (9, 5)

@@ -421,3 +421,24 @@ def test_the_classification_kernel_equals_the_pytorch_rules_bit_for_bit(critical
     assert torch.equal(effective.isnan(), nan)
     different = (_bits(effective) != _bits(expected_effective)) & ~nan
     assert not different.any(), (coeffs[different.any(1)][:3], effective[different.any(1)][:3])
+
+
+def test_no_coefficient_gradient_is_absurd_over_a_random_population_under_triton():
+    """Issue 17's bound on the Triton backend: |d mean(y)/d coefficient| < 1e6 over
+    the random population of test_gravitation.py (a smaller one: the interpreter
+    is slow), standard-normal inputs, default settings. (Not compared with the
+    other backends here: the c-gravitation of a_b_c0 neurons with |b| just above
+    epsilon and |a| ~ 1-3 cancels, and all three backends differ there by up to
+    4e-6 relative in float64; the cross-backend tests use well-conditioned
+    populations.)"""
+    from test_gravitation import random_population
+
+    coeffs = random_population(2000, 0.01, seed=3)
+    x = torch.randn(
+        64, coeffs.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(4)
+    )
+    c = coeffs.clone().requires_grad_()
+    F.deu(x, c, backend="triton").mean(0).sum().backward()
+    worst = c.grad.abs().max(0).values
+    assert torch.isfinite(c.grad).all()
+    assert (worst < 1e6).all(), f"largest |d mean(y)/d(a, b, c, c1, c2)|: {worst.tolist()}"
