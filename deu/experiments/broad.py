@@ -46,6 +46,7 @@ from torch import nn
 
 import deu
 from deu.experiments._common import progress, seed_everything, write_table
+from deu.experiments.stability import _loss, optimiser
 
 # name -> keyword arguments of deu.LazyDEU, or None for a torch activation.
 ACTIVATIONS: dict[str, dict | None] = {
@@ -204,20 +205,6 @@ def load(name: str, quick: bool) -> Task:
     raise ValueError(f"task must be one of {TASKS}, got {name!r}")
 
 
-def _optimiser(name: str, params, lr: float) -> torch.optim.Optimizer:
-    if name == "AdamW":
-        return torch.optim.AdamW(params, lr=lr)
-    if name == "SGD":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    raise ValueError(f"optimiser must be AdamW or SGD, got {name!r}")
-
-
-def _loss(task: Task, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if task.classification:
-        return nn.functional.cross_entropy(output, target)
-    return nn.functional.mse_loss(output, target)
-
-
 def _metric(task: Task, model: nn.Module, split: str) -> float:
     model.eval()
     with torch.no_grad():
@@ -274,7 +261,7 @@ def train_run(task: Task, activation: str, opt: str, lr: float, seed: int) -> di
     # The dry run the lazy layers need, in eval mode and without gradients.
     deu.materialize(model, task.x["train"][:2])
     start = _deu_snapshot(model)
-    optim = _optimiser(opt, model.parameters(), lr)
+    optim = optimiser(opt, model.parameters(), lr)
     generator = torch.Generator().manual_seed(seed)
     x, y = task.x["train"], task.y["train"]
     losses: list[float] = []
