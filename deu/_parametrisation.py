@@ -28,6 +28,14 @@ def coefficients_from_weight(weight: torch.Tensor, scale: float, parametrisation
         return weight * scale
     if type(weight) in _PLAIN and not torch.compiler.is_compiling():
         return _Symlog.apply(weight, scale)
+    return traced_coefficients(weight, scale, parametrisation)
+
+
+def traced_coefficients(weight: torch.Tensor, scale: float, parametrisation: str):
+    """:func:`coefficients_from_weight` in ordinary operations, with autograd's
+    gradient: what torch.compile and torch.export trace."""
+    if parametrisation == "linear":
+        return weight * scale
     w = weight[..., :3]
     # exp(w) - 1 for w > 0 and -(exp(-w) - 1) for w <= 0: slope 1 at 0 from both
     # sides (sign(w) * expm1(|w|) would have a zero gradient at w = 0, where

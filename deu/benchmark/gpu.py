@@ -225,6 +225,7 @@ def run_gpu(
     torch.manual_seed(0)
     timing = Settings(
         activation_shapes=(settings.shape,),
+        layer_shapes=(),
         loop_neurons=0,
         mlp_widths=(),
         mlp_batch=0,
