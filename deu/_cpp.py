@@ -21,6 +21,7 @@ import deu._generated as generated
 from deu._plan import Settings, _kernel_arguments
 
 _SOURCE = Path(__file__).parent / "csrc" / "deu_cpu.cpp"
+_LOCAL_HEADERS = (Path(__file__).parent / "csrc" / "parametrisation.h",)  # included by _SOURCE
 _HEADERS = ("deu_tables.h", "deu_kernels.h")  # generated, included by _SOURCE
 _state: dict[str, ModuleType | None] = {}
 
@@ -105,7 +106,7 @@ def load() -> ModuleType | None:
         # round as deu/_subspaces.py does (the explicit fmadd calls still fuse).
         # errno is never read: without it unused exp/sin/cos calls can be dropped.
         flags = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", *_simd_flags()]
-        sources = [_SOURCE, *(folder / header for header in _HEADERS)]
+        sources = [_SOURCE, *_LOCAL_HEADERS, *(folder / header for header in _HEADERS)]
         digest = hashlib.sha256(b"".join(path.read_bytes() for path in sources))
         digest.update(" ".join(flags).encode())
         name = f"deu_cpu_{digest.hexdigest()[:16]}"

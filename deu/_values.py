@@ -55,10 +55,22 @@ def forward_values(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings) ->
         y = _triton.forward(x.contiguous(), coeffs, settings)
         if y is not None:  # None: the kernels failed (warned once); the PyTorch path runs
             return y
+    return torch_forward(x, coeffs, settings)
+
+
+def torch_forward(
+    x: torch.Tensor, coeffs: torch.Tensor, settings: Settings, groups: list | None = None
+) -> torch.Tensor:
+    """The PyTorch path's forward. ``groups`` (``deu._plan._groups`` of the
+    classification) can be given, read once from the coefficients, so that the
+    function has no host synchronisation (the benchmark's in-operator compiled
+    comparison)."""
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
+    if groups is None:
+        groups = _groups(index, lambda bad: unclassified_error(coeffs, bad))
     shape = _neuron_shape(x, settings.dim)
     parts = []
-    for s, idx in _groups(index, lambda bad: unclassified_error(coeffs, bad)):
+    for s, idx in groups:
         subspace = SUBSPACES[s]
         k = _neuron_quantities(subspace, _take(effective, 0, idx), shape, settings)
         parts.append((idx, subspace.value(_take(x, settings.dim, idx), k)))
@@ -89,11 +101,26 @@ def backward_values(
         )
         if grads is not None:  # None: the kernels failed (warned once); the PyTorch path runs
             return grads
+    return torch_backward(x, coeffs, g, settings, need_input, need_coeffs)
+
+
+def torch_backward(
+    x: torch.Tensor,
+    coeffs: torch.Tensor,
+    g: torch.Tensor,
+    settings: Settings,
+    need_input: bool = True,
+    need_coeffs: bool = True,
+    groups: list | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The PyTorch path's backward; ``groups`` as for :func:`torch_forward`."""
     dim = settings.dim
     effective, index = classify(coeffs, settings.epsilon, settings.critical)
+    if groups is None:
+        groups = _groups(index, lambda bad: unclassified_error(coeffs, bad))
     shape = _neuron_shape(x, dim)
     input_parts, coeff_parts = [], []
-    for s, idx in _groups(index, lambda bad: unclassified_error(coeffs, bad)):
+    for s, idx in groups:
         subspace = SUBSPACES[s]
         group_coeffs = _take(effective, 0, idx)
         k = _neuron_quantities(subspace, group_coeffs, shape, settings)

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from deu._autograd import deu_forward
+from deu._autograd import deu_apply
 from deu._generated import MAX_EXP_CAP
 from deu._plan import GRAVITATION_RULES
 from deu._subspaces import CRITICAL_RULES
@@ -237,7 +237,7 @@ def deu(
     # (torch has no autocast state for the meta device: shapes only, never autocast.)
     if x.device.type != "meta" and torch.is_autocast_enabled(x.device.type):
         with torch.autocast(device_type=x.device.type, enabled=False):
-            y = deu_forward(*args)
+            y = deu_apply(*args)
     else:
-        y = deu_forward(*args)
+        y = deu_apply(*args)
     return y.to(x.dtype)

@@ -6,7 +6,15 @@ import torch
 from torch import nn
 
 from deu import functional as F
+from deu._autograd import layer_apply
 from deu._generated import SUBSPACES
+from deu._parametrisation import (  # noqa: F401 - importable from here, as before
+    PARAMETRISATIONS,
+    coefficient_slope,
+    coefficients_from_weight,
+    weight_from_coefficients,
+)
+from deu._plan import Settings
 from deu._subspaces import check_classified, classify
 
 __all__ = [
@@ -30,52 +38,6 @@ class CoefficientsDiverged(ValueError):
 # follows the gradient). With 1 (the paper's, which trains the coefficients
 # like biases) SGD with momentum at lr >= 0.03 makes DEU networks diverge.
 DEFAULT_COEFFICIENT_SCALE = 0.1
-# How weight becomes the coefficients (see DEU and coefficients_from_weight):
-# "symlog", the default: a, b, c = scale * sign(w) * (e^|w| - 1) (c1, c2 linear),
-# and "linear", the paper's: every coefficient scale * w.
-PARAMETRISATIONS = ("symlog", "linear")
-
-
-def coefficients_from_weight(weight: torch.Tensor, scale: float, parametrisation: str):
-    """The coefficients (a, b, c, c1, c2) of ``weight`` (..., 5).
-
-    "linear": scale * weight. "symlog": a, b, c = scale * sign(w) * (e^|w| - 1),
-    a bijection of the real line, linear with slope ``scale`` at 0 (the linear
-    map's, so a neuron leaves the epsilon ball as before) and exponential beyond
-    |w| ~ 1: a step of the weight changes a coefficient by a fraction of
-    (scale + |coefficient|), so coefficients of every size move at a rate
-    proportional to themselves (a slope 1/b halves as fast from 2 as from 0.2),
-    and the step's effect on y follows p * dy/dp, which scaling a, b, c together
-    leaves bounded (the forced response scales as 1/lambda). c1, c2 = scale * w.
-    """
-    if parametrisation == "linear":
-        return weight * scale
-    w = weight[..., :3]
-    # exp(w) - 1 for w > 0 and -(exp(-w) - 1) for w <= 0: slope 1 at 0 from both
-    # sides (sign(w) * expm1(|w|) would have a zero gradient at w = 0, where
-    # ReLU-initialised a and c sit), and the branch not taken sees 0, not inf.
-    positive = torch.expm1(w.clamp(min=0))
-    negative = -torch.expm1((-w).clamp(min=0))
-    shaped = torch.where(w > 0, positive, negative)
-    return torch.cat([shaped, weight[..., 3:]], dim=-1) * scale
-
-
-def coefficient_slope(weight: torch.Tensor, scale: float, parametrisation: str):
-    """d coefficient / d weight, elementwise: scale (linear, and c1, c2), or
-    scale * e^|w| = scale + |p| (symlog a, b, c)."""
-    slope = torch.full_like(weight, scale)
-    if parametrisation == "symlog":
-        slope[..., :3] = scale * torch.exp(weight[..., :3].abs())
-    return slope
-
-
-def weight_from_coefficients(coeffs: torch.Tensor, scale: float, parametrisation: str):
-    """The inverse of :func:`coefficients_from_weight`."""
-    if parametrisation == "linear":
-        return coeffs / scale
-    p = coeffs[..., :3] / scale
-    shaped = torch.sign(p) * torch.log1p(p.abs())
-    return torch.cat([shaped, coeffs[..., 3:] / scale], dim=-1)
 
 
 # Named initialisations: (a, b, c, c1, c2) for every neuron, and what they give.
@@ -288,14 +250,75 @@ class DEU(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        coeffs = self.coeffs
         try:
-            return self._apply_deu(input, coeffs)
+            fused = self._eager_call(input)
+            if fused is not None:
+                return fused
+            return self._apply_deu(input, self.coeffs)
         except ValueError as error:
             text = str(error)
             if "coeffs must be finite" not in text and "fall in no subspace" not in text:
                 raise
-            raise self._diverged(coeffs, text) from error
+            raise self._diverged(self.coeffs, text) from error
+
+    def _eager_call(self, input: torch.Tensor) -> torch.Tensor | None:
+        """The call in one step (deu._autograd.layer_apply) where it can be: plain
+        CPU tensors of the right shape on the fused kernel, not traced; else None,
+        and the general path (which checks and reports everything) runs."""
+        if not (
+            isinstance(input, torch.Tensor)
+            and input.dim() > 0
+            and -input.dim() <= self.dim < input.dim()
+            and input.shape[self.dim] == self.num_neurons
+            and input.device.type == "cpu"
+            and self.backend in ("auto", "cpp")
+            and not torch.compiler.is_compiling()
+        ):
+            return None
+        # The settings of this call, built once per input rank and setting values
+        # (a frozen dataclass costs more to build than the fused kernel's call).
+        key = (
+            input.dim(),
+            self.dim,
+            self.epsilon,
+            self.steepness,
+            self.max_exponent,
+            self.max_value,
+            self.gravitation,
+            self.critical,
+            self.backend,
+        )
+        cache = self.__dict__.setdefault("_settings_cache", {})
+        settings = cache.get(key)
+        if settings is None:
+            F.check_settings(
+                epsilon=float(self.epsilon),
+                steepness=float(self.steepness),
+                max_exponent=self.max_exponent,
+                max_value=float(self.max_value),
+                critical=self.critical,
+            )
+            settings = Settings(
+                self.dim % input.dim(),
+                float(self.epsilon),
+                float(self.steepness),
+                self.max_exponent,
+                float(self.max_value),
+                F.gravitation_rule(self.gravitation),
+                self.critical,
+                F.resolve_backend(self.backend, input.device),
+            )
+            if len(cache) > 16:  # settings changed often: keep it small
+                cache.clear()
+            cache[key] = settings
+        return layer_apply(
+            input, self.weight, self.coefficient_scale, self.parametrisation, settings
+        )
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: the live module keeps its cache
+        state.pop("_settings_cache", None)  # rebuilt on the next call
+        return state
 
     def _diverged(self, coeffs: torch.Tensor, text: str) -> CoefficientsDiverged:
         def largest(values: torch.Tensor) -> float:

@@ -84,6 +84,13 @@ def _expected_rows() -> set[tuple[str, str]]:
         )
         expected |= {(mixed, path) for path in deu_paths + baselines}
         expected |= {(f"{group} {name}", path) for name in NAMES for path in deu_paths}
+    layer = "layer 4x8"
+    expected |= {(layer, path) for path in ("ReLU", "PReLU", "torch.exp")}
+    expected.add((layer, "DEU layer, ReLU start (default)"))
+    expected |= {
+        (f"{layer} mixed", path)
+        for path in ("DEU layer", "DEU layer through the operator (no eager path)")
+    }
     for network in ("MLP 784-32-16-10, batch 8", "stunted ResNet-18 8x8, batch 2"):
         paths = ("ReLU", "PReLU", "DEU", "DEU (generated PyTorch kernels)")
         expected |= {(network, path) for path in paths}

@@ -15,6 +15,12 @@ measured in this process:
   - the paper's per-neuron loop (:func:`per_neuron_loop`), timed on a subset of
     the neurons and extrapolated linearly to all of them.
 
+* **Layer cases**, small shapes where the per-call cost is most of the time
+  (issue 18): ``(32, 64)`` and ``(128, 256)``, each activation as a module
+  with its parameters' gradients: ReLU, PReLU, ``deu.DEU`` from its default
+  ReLU start and on the mixed population, and the mixed layer through the
+  custom operator with the traced parametrisation (the eager path's "before").
+
 * **Training cases**: one SGD step (forward, cross-entropy, backward, update)
   of a 784-1024-512-10 MLP at batch 256 and of the paper's stunted ResNet-18
   on 32x32 inputs, with ReLU, PReLU or DEU activations.
@@ -55,6 +61,7 @@ from deu.benchmark.cases import (
     baseline_workloads,
     calibrate_batch_norm,
     deu_workloads,
+    layer_workloads,
     mlp,
     reference_workloads,
     stunted_resnet,
@@ -139,6 +146,7 @@ __all__ = [
     "copy_bandwidth_gbps",
     "cpu_model",
     "describe_load",
+    "layer_workloads",
     "deu_workloads",
     "forward_traffic_bytes",
     "full_settings",

@@ -9,6 +9,8 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from deu import functional
+from deu._autograd import deu_forward
+from deu._parametrisation import traced_coefficients
 from deu._subspaces import SUBSPACE_NAMES
 from deu.benchmark.baselines import masked_every_subspace, per_neuron_loop
 from deu.benchmark.measurement import Settings, Workload
@@ -154,6 +156,60 @@ def activation_workloads(settings: Settings) -> Iterator[Workload]:
         for name in SUBSPACE_NAMES:
             coeffs = subspace_population(name, neurons, generator).to(device, dtype)
             yield from deu_workloads(x, coeffs, group, f"{group} {name}", settings)
+
+
+# Layer cases: small shapes, where the per-call cost is most of the time
+
+
+def layer_workloads(settings: Settings) -> Iterator[Workload]:
+    """A layer as a model calls it (the module, its parameters' gradients) on each
+    small shape: ReLU, PReLU, torch.exp (inference), deu.DEU from its default ReLU
+    start and on the mixed population, and the mixed layer through the custom
+    operator with the traced parametrisation: the path every eager call took
+    before the eager path (what torch.compile still traces)."""
+    generator = torch.Generator().manual_seed(1)
+    for shape in settings.layer_shapes:
+        group = f"layer {_shape_name(shape)}"
+        x = torch.randn(shape, generator=generator).to(settings.device)
+        relu, prelu = nn.ReLU(), nn.PReLU(shape[1]).to(settings.device)
+        yield activation_workload(group, group, "ReLU", relu, x)
+        yield activation_workload(group, group, "PReLU", prelu, x, list(prelu.parameters()))
+
+        def exp_step(x=x):
+            with torch.inference_mode():
+                return torch.exp(x)
+
+        yield Workload(group, group, "torch.exp", None, exp_step)
+        start = DEU(shape[1]).to(settings.device)
+        yield activation_workload(
+            group, group, "DEU layer, ReLU start (default)", start, x, [start.weight]
+        )
+        mixed = _deu_activation(shape[1]).to(settings.device)
+        yield activation_workload(group, f"{group} mixed", "DEU layer", mixed, x, [mixed.weight])
+        yield activation_workload(
+            group,
+            f"{group} mixed",
+            "DEU layer through the operator (no eager path)",
+            lambda t, layer=mixed: _through_the_operator(layer, t),
+            x,
+            [mixed.weight],
+        )
+
+
+def _through_the_operator(layer: DEU, x: torch.Tensor) -> torch.Tensor:
+    coeffs = traced_coefficients(layer.weight, layer.coefficient_scale, layer.parametrisation)
+    return deu_forward(
+        x,
+        coeffs,
+        layer.dim,
+        layer.epsilon,
+        layer.steepness,
+        layer.max_exponent,
+        layer.max_value,
+        functional.gravitation_rule(layer.gravitation),
+        layer.critical,
+        functional.resolve_backend(layer.backend, x.device),
+    )
 
 
 # Training cases

@@ -10,19 +10,10 @@ from dataclasses import dataclass
 import torch
 
 from deu import functional
-from deu._generated import SUBSPACES
-from deu._plan import (
-    _OUTPUT_OF_COEFF,
-    _assemble,
-    _groups,
-    _neuron_quantities,
-    _neuron_shape,
-    _reduce,
-    _take,
-    summed_outputs,
-)
 from deu._plan import Settings as _OperatorSettings
+from deu._plan import _groups
 from deu._subspaces import classify, unclassified_error
+from deu._values import torch_backward, torch_forward
 from deu.benchmark.baselines import DEFAULTS
 from deu.benchmark.cases import TORCH_PATH, _shape_name, activation_workload, reference_workloads
 from deu.benchmark.measurement import Row, Settings, Workload, measure
@@ -69,7 +60,8 @@ def in_operator_compiled(
     coeffs: torch.Tensor, *, dim: int = 1, compile_backend: str | None = "inductor"
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The generated PyTorch kernels as the operator runs them with its defaults,
-    written as plain PyTorch code that ``torch.compile`` can see into.
+    as plain PyTorch code that ``torch.compile`` can see into: the operator's own
+    PyTorch path (``deu._values.torch_forward`` and ``torch_backward``), not a copy.
 
     ``torch.compile(deu.functional.deu)`` cannot fuse anything inside the custom
     operator; this is the comparison of issue 12 instead: the same work as
@@ -95,41 +87,12 @@ def in_operator_compiled(
     _, index = classify(coeffs.detach(), settings.epsilon, settings.critical)
     groups = _groups(index, lambda bad: unclassified_error(coeffs, bad))
 
+    # The PyTorch path itself (deu._values), with the groups read above.
     def forward(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        effective, _ = classify(c, settings.epsilon, settings.critical)
-        shape = _neuron_shape(x, dim)
-        parts = []
-        for s, idx in groups:
-            subspace = SUBSPACES[s]
-            k = _neuron_quantities(subspace, _take(effective, 0, idx), shape, settings)
-            parts.append((idx, subspace.value(_take(x, dim, idx), k)))
-        return _assemble(parts, dim).clamp(-settings.max_value, settings.max_value)
+        return torch_forward(x, c, settings, groups)
 
     def backward(x: torch.Tensor, c: torch.Tensor, g: torch.Tensor):
-        effective, _ = classify(c, settings.epsilon, settings.critical)
-        shape = _neuron_shape(x, dim)
-        input_parts, coeff_parts = [], []
-        for s, idx in groups:
-            subspace = SUBSPACES[s]
-            group_coeffs = _take(effective, 0, idx)
-            k = _neuron_quantities(subspace, group_coeffs, shape, settings)
-            outputs = subspace.derivatives(_take(x, dim, idx), k)
-            gs = _take(g, dim, idx) * (outputs[0].abs() <= settings.max_value).to(g.dtype)
-            input_parts.append((idx, gs * outputs[1]))
-            columns = [
-                (
-                    _reduce(gs * d, dim)
-                    if d is not None and use
-                    else torch.zeros_like(group_coeffs[:, 0])
-                )
-                for d, use in zip(
-                    (outputs[o] for o in _OUTPUT_OF_COEFF),
-                    summed_outputs(subspace, settings),
-                    strict=True,
-                )
-            ]
-            coeff_parts.append((idx, torch.stack(columns, dim=1)))
-        return _assemble(input_parts, dim), _assemble(coeff_parts, 0)
+        return torch_backward(x, c, g, settings, True, True, groups)
 
     if compile_backend is not None:
         forward = torch.compile(forward, backend=compile_backend, fullgraph=True)
@@ -225,6 +188,7 @@ def run_gpu(
     torch.manual_seed(0)
     timing = Settings(
         activation_shapes=(settings.shape,),
+        layer_shapes=(),
         loop_neurons=0,
         mlp_widths=(),
         mlp_batch=0,

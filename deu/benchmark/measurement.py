@@ -159,6 +159,7 @@ class Settings:
     """Everything that differs between the full run and ``--quick``."""
 
     activation_shapes: tuple[tuple[int, ...], ...]
+    layer_shapes: tuple[tuple[int, ...], ...]  # small: the per-call cost
     loop_neurons: int  # the per-neuron loop is timed on at most this many neurons
     mlp_widths: tuple[int, ...]
     mlp_batch: int
@@ -178,6 +179,8 @@ def full_settings(device: torch.device) -> Settings:
     shapes: tuple[tuple[int, ...], ...] = ((512, 1024), (32, 64, 32, 32))
     return Settings(
         activation_shapes=shapes,
+        # Issue 18's (32, 64) batch of a 64-wide layer, and a wider one.
+        layer_shapes=((32, 64), (128, 256)),
         # All neurons of the CPU shapes (about 1 s a call at 1024 neurons); timing 128
         # and extrapolating linearly underestimated the 1024-neuron time by 1.6x.
         loop_neurons=1024,
@@ -199,6 +202,7 @@ def full_settings(device: torch.device) -> Settings:
 def quick_settings(device: torch.device) -> Settings:
     return Settings(
         activation_shapes=((8, 16), (2, 8, 4, 4)),
+        layer_shapes=((4, 8),),
         loop_neurons=4,
         mlp_widths=(784, 32, 16, 10),
         mlp_batch=8,

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import torch
 
-from deu.benchmark.cases import _shape_name, activation_workloads, training_workloads
+from deu.benchmark.cases import (
+    _shape_name,
+    activation_workloads,
+    layer_workloads,
+    training_workloads,
+)
 from deu.benchmark.gpu import (
     GPU_SHAPE,
     GpuReport,
@@ -106,7 +111,9 @@ def run(settings: Settings) -> tuple[list[Row], list[str]]:
     torch.manual_seed(0)  # the output gradients and the networks' weights
     rows, notes = [], []
     # One workload alive at a time: each holds its own inputs and gradients.
-    for workload in itertools.chain(activation_workloads(settings), training_workloads(settings)):
+    for workload in itertools.chain(
+        activation_workloads(settings), layer_workloads(settings), training_workloads(settings)
+    ):
         print(f"measuring {workload.case} / {workload.path}", file=sys.stderr, flush=True)
         try:
             rows.append(measure(workload, settings))

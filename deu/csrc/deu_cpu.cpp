@@ -28,6 +28,7 @@
 
 // EXP_FLOOR for the vector helpers below.
 #include "deu_tables.h"
+#include "parametrisation.h"
 
 namespace deu_generated {
 
@@ -941,5 +942,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "DEU forward (fused CPU kernel)");
   m.def("backward", &backward, "DEU backward with gravitation (fused CPU kernel)");
   m.def("classify", &classify, "the subspace rules, as the kernels apply them");
+  m.def("parametrise", &deu_parametrisation::parametrise, "a layer's coefficients from its weight");
+  m.def("parametrise_backward", &deu_parametrisation::parametrise_backward,
+        "d loss / d weight from d loss / d coefficients");
   m.attr("vector_lanes_float") = Vec<float>::size();
 }
