@@ -185,11 +185,11 @@ class _SecondDerivative(torch.autograd.Function):
     (as the operator's registered backward does)."""
 
     @staticmethod
-    def forward(ctx, inputs_x, inputs_coeffs, *grads):  # type: ignore[override]
+    def forward(ctx, inputs_x, inputs_coeffs, *grads):
         return tuple(g.clone() for g in grads)
 
     @staticmethod
-    def backward(ctx, *grads):  # type: ignore[override]
+    def backward(ctx, *grads):
         raise RuntimeError(DOUBLE_BACKWARD)
 
 
@@ -207,13 +207,13 @@ def _first_order_only(inputs, *grads):
 
 class _EagerDEU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, coeffs, settings):  # type: ignore[override]
+    def forward(ctx, x, coeffs, settings):
         ctx.save_for_backward(x, coeffs)
         ctx.settings = settings
         return _forward(x, coeffs, settings)
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[override]
+    def backward(ctx, grad_output):
         x, coeffs = ctx.saved_tensors
         need_input, need_coeffs = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         with torch.no_grad():
@@ -271,7 +271,7 @@ class _EagerLayer(torch.autograd.Function):
     on its own (the coefficients' cast to the input's dtype and back included)."""
 
     @staticmethod
-    def forward(ctx, x, weight, scale, parametrisation, settings):  # type: ignore[override]
+    def forward(ctx, x, weight, scale, parametrisation, settings):
         coeffs, saved = _cpp.extension().parametrise(weight, scale, parametrisation == "symlog")
         coeffs = coeffs.to(x.dtype)
         ctx.save_for_backward(x, coeffs, saved)
@@ -279,7 +279,7 @@ class _EagerLayer(torch.autograd.Function):
         return _forward(x, coeffs, settings)
 
     @staticmethod
-    def backward(ctx, grad_output):  # type: ignore[override]
+    def backward(ctx, grad_output):
         x, coeffs, saved = ctx.saved_tensors
         need_input, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         with torch.no_grad():

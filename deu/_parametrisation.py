@@ -82,7 +82,7 @@ class _Symlog(torch.autograd.Function):
     CoefficientsDiverged in its forward, so no training step sees either."""
 
     @staticmethod
-    def forward(ctx, weight, scale):  # type: ignore[override]
+    def forward(ctx, weight, scale):
         coeffs, e = parametrised(weight, scale, "symlog")
         ctx.save_for_backward(e)
         ctx.scale = scale
@@ -90,7 +90,7 @@ class _Symlog(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         (e,) = ctx.saved_tensors
         return parametrisation_backward(grad, e, ctx.scale), None
 

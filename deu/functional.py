@@ -226,12 +226,12 @@ def deu(
         x.to(compute),
         coeffs.to(compute),
         dim,
-        settings["epsilon"],
-        settings["steepness"],
-        settings["max_exponent"],
-        settings["max_value"],
-        settings["gravitation"],
-        settings["critical"],
+        float(epsilon),
+        float(steepness),
+        float(max_exponent),
+        float(max_value),
+        gravitation_rule(gravitation),
+        critical,
         resolve_backend(backend, x.device),
     )
     # (torch has no autocast state for the meta device: shapes only, never autocast.)

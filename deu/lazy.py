@@ -139,7 +139,7 @@ def _shared_call_sites(model: nn.Module, replaced: dict[nn.Module, str]):
     """Forward hooks that count the calls of each replaced module per forward pass
     of ``model`` and warn once for a module called at several places."""
     counts: dict[nn.Module, int] = {}
-    handles = []
+    handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def reset(module, args):
         counts.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as nnf
@@ -173,24 +174,26 @@ def layer_workloads(settings: Settings) -> Iterator[Workload]:
         x = torch.randn(shape, generator=generator).to(settings.device)
         relu, prelu = nn.ReLU(), nn.PReLU(shape[1]).to(settings.device)
         yield activation_workload(group, group, "ReLU", relu, x)
-        yield activation_workload(group, group, "PReLU", prelu, x, list(prelu.parameters()))
+        yield activation_workload(group, group, "PReLU", prelu, x, [prelu.weight])
 
         def exp_step(x=x):
             with torch.inference_mode():
                 return torch.exp(x)
 
         yield Workload(group, group, "torch.exp", None, exp_step)
-        start = DEU(shape[1]).to(settings.device)
+        start: DEU = DEU(shape[1]).to(settings.device)
         yield activation_workload(
             group, group, "DEU layer, ReLU start (default)", start, x, [start.weight]
         )
-        mixed = _deu_activation(shape[1]).to(settings.device)
+        mixed = DEU(
+            shape[1], init=mixed_population(shape[1], torch.Generator().manual_seed(shape[1]))
+        ).to(settings.device)
         yield activation_workload(group, f"{group} mixed", "DEU layer", mixed, x, [mixed.weight])
         yield activation_workload(
             group,
             f"{group} mixed",
             "DEU layer through the operator (no eager path)",
-            lambda t, layer=mixed: _through_the_operator(layer, t),
+            partial(_through_the_operator, mixed),
             x,
             [mixed.weight],
         )

@@ -436,11 +436,11 @@ def per_setting_table(runs: list[dict]) -> list[dict]:
 
 def run(args) -> dict:
     quick = args.quick
-    names = ("sunspots", "cancer") if quick else TASKS
+    names: tuple[str, ...] = ("sunspots", "cancer") if quick else TASKS
     only = os.environ.get("DEU_BROAD_TASKS")
     if only:
         names = tuple(only.split(","))
-    activations = ("ReLU", "DEU") if quick else tuple(ACTIVATIONS)
+    activations: tuple[str, ...] = ("ReLU", "DEU") if quick else tuple(ACTIVATIONS)
     optimisers = OPTIMISERS[:1] + OPTIMISERS[-1:] if quick else OPTIMISERS
     jobs = int(os.environ.get("DEU_JOBS", "1"))
     runs = grid(names, activations, optimisers, 1 if quick else SEEDS, args.seed, quick, jobs)

@@ -165,11 +165,12 @@ def showcase(rules: dict, seed: int, steps: int = SHOWCASE_STEPS) -> dict:
     learning sin on [-pi, pi] (SHOWCASE_POINTS evenly spaced t), full batch, Adam
     at lr 1e-2, ``steps`` steps; the linear maps are torch's default for ``seed``."""
     seed_everything(seed)
-    model = nn.Sequential(nn.Linear(1, 1), deu.DEU(1, init="relu", **rules), nn.Linear(1, 1))
+    neuron = deu.DEU(1, init="relu", **rules)
+    model = nn.Sequential(nn.Linear(1, 1), neuron, nn.Linear(1, 1))
     t = torch.linspace(-math.pi, math.pi, SHOWCASE_POINTS).unsqueeze(1)
     target = torch.sin(t)
     optimiser = torch.optim.Adam(model.parameters(), lr=SHOWCASE_LR)
-    start = model[1].subspaces()[0]
+    start = neuron.subspaces()[0]
     best, first_below = math.inf, None
     for step in range(steps):
         optimiser.zero_grad()
@@ -188,9 +189,9 @@ def showcase(rules: dict, seed: int, steps: int = SHOWCASE_STEPS) -> dict:
         "final_mse": final,
         "best_mse": best,
         "first step below 0.01": "-" if first_below is None else first_below,
-        "left the ReLU subspace": model[1].subspaces()[0] != start,
-        "final subspace": model[1].subspaces()[0],
-        "coeffs": " ".join(f"{v:.3g}" for v in model[1].coeffs.detach().flatten().tolist()),
+        "left the ReLU subspace": neuron.subspaces()[0] != start,
+        "final subspace": neuron.subspaces()[0],
+        "coeffs": " ".join(f"{v:.3g}" for v in neuron.coeffs.detach().flatten().tolist()),
     }
 
 

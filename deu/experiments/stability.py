@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -146,7 +147,14 @@ def optimiser(name: str, params, lr: float) -> torch.optim.Optimizer:
     raise ValueError(f"optimiser must be Adam, AdamW or SGD, got {name!r}")
 
 
-def _loss(task: Task, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+class _Loss(Protocol):
+    """What the loss needs of a task (this module's Task, broad's Task)."""
+
+    @property
+    def classification(self) -> bool: ...
+
+
+def _loss(task: _Loss, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if task.classification:
         return nn.functional.cross_entropy(output, target)
     return nn.functional.mse_loss(output, target)
