@@ -21,7 +21,7 @@ import deu._generated as generated
 from deu._plan import Settings, _kernel_arguments
 
 _SOURCE = Path(__file__).parent / "csrc" / "deu_cpu.cpp"
-_HEADERS = ("deu_tables.h", "deu_kernels.h")  # generated, included by _SOURCE
+_HEADERS = ("deu_tables.h", "deu_kernels.h", "deu_classify.h")  # generated, included by _SOURCE
 _state: dict[str, ModuleType | None] = {}
 
 
