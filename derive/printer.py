@@ -187,6 +187,7 @@ def _python_operators(call: dict[str, str]) -> Table:
         table[op] = (f"{{0}} {symbol} {{1}}", _PY_CMP, (_PY_OR, _PY_OR))
     table["and"] = ("{0} & {1}", _PY_AND, (_PY_AND, _PY_ADD))
     table["or"] = ("{0} | {1}", _PY_OR, (_PY_OR, _PY_AND))
+    table["neg"] = ("-{0}", _PY_UNARY, (_PY_UNARY,))
     table["not"] = ("~{0}", _PY_UNARY, (_PY_UNARY,))
     # A guard that passes its denominator through keeps it parenthesised.
     table["guard"] = ("{1}", _PY_ATOM, (_PY_CMP, _PY_ATOM))
@@ -285,6 +286,7 @@ CPP_RULES = RulePrinter(
         "eq": ("{0} == {1}", _C_EQ, (_C_EQ, _C_REL)),
         "and": ("{0} && {1}", _C_AND, (_C_AND, _C_EQ)),
         "or": ("{0} || {1}", _C_OR, (_C_OR, _C_AND)),
+        "neg": ("-{0}", _C_UNARY, (_C_UNARY,)),
         "not": ("!{0}", _C_UNARY, (_C_UNARY,)),
         "abs": ("std::abs({0})", _C_ATOM, (_C_TERNARY,)),
         "sign": ("rule_sign({0})", _C_ATOM, (_C_TERNARY,)),

@@ -63,6 +63,9 @@ class Node:
     def __rtruediv__(self, other: Operand) -> Node:
         return Node("div", (_node(other), self))
 
+    def __neg__(self) -> Node:
+        return Node("neg", (self,))
+
     def __abs__(self) -> Node:
         return Node("abs", (self,))
 
@@ -157,6 +160,7 @@ _SYMPY: dict[str, Callable[..., Any]] = {
     "sub": operator.sub,
     "mul": operator.mul,
     "div": operator.truediv,
+    "neg": operator.neg,
     "abs": sp.Abs,
     "sign": sp.sign,
     "lt": sp.Lt,
@@ -187,6 +191,7 @@ _FLOAT: dict[str, Callable[..., Any]] = {
     "sub": operator.sub,
     "mul": operator.mul,
     "div": operator.truediv,
+    "neg": operator.neg,
     "abs": abs,
     "sign": lambda x: math.copysign(1.0, x) if x else 0.0,
     "lt": operator.lt,
