@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from derive.printer import CPP, TORCH, TRITON, Printer
+from derive.printer import (
+    CPP,
+    CPP_RULES,
+    TORCH,
+    TORCH_RULES,
+    TRITON,
+    TRITON_RULES,
+    Printer,
+    RulePrinter,
+)
 
 
 @dataclass(frozen=True)
@@ -17,21 +26,34 @@ class Backend:
     printer: Printer | None
     # (template under templates/, output path under generated/)
     files: tuple[tuple[str, str], ...]
+    # Printer for the classification rules (derive/classify.py), with printer.
+    rules: RulePrinter | None = None
 
 
 BACKENDS = (
     Backend(
         "torch",
         TORCH,
-        (("torch/kernels.py.j2", "kernels.py"), ("torch/__init__.py.j2", "__init__.py")),
+        (
+            ("torch/kernels.py.j2", "kernels.py"),
+            ("torch/classify.py.j2", "classify.py"),
+            ("torch/__init__.py.j2", "__init__.py"),
+        ),
+        TORCH_RULES,
     ),
-    # The formulas and tables as C++ headers; the fused CPU kernel is deu/csrc/deu_cpu.cpp.
+    # The formulas, tables and classifier as C++ headers; the fused CPU kernel is
+    # deu/csrc/deu_cpu.cpp.
     Backend(
         "cpp",
         CPP,
-        (("cpp/deu_tables.h.j2", "deu_tables.h"), ("cpp/deu_kernels.h.j2", "deu_kernels.h")),
+        (
+            ("cpp/deu_tables.h.j2", "deu_tables.h"),
+            ("cpp/deu_kernels.h.j2", "deu_kernels.h"),
+            ("cpp/deu_classify.h.j2", "deu_classify.h"),
+        ),
+        CPP_RULES,
     ),
-    # The formulas as Triton device functions; the kernels are deu/_triton.py.
-    Backend("triton", TRITON, (("triton/deu_triton.py.j2", "deu_triton.py"),)),
+    # The formulas and classifier as Triton device functions; the kernels are deu/_triton.py.
+    Backend("triton", TRITON, (("triton/deu_triton.py.j2", "deu_triton.py"),), TRITON_RULES),
     Backend("report", None, (("report/SOLUTIONS.md.j2", "SOLUTIONS.md"),)),
 )

@@ -18,13 +18,14 @@ import sympy as sp
 from tqdm import tqdm
 
 from derive.backends import BACKENDS, Backend
+from derive.classify import INDEX, Assign, classification_program
 from derive.cse import Kernel, optimise
 from derive.differentiate import OUTPUT_NAMES, differentiate
 from derive.gravitation import gravitation_terms
-from derive.printer import Printer
+from derive.printer import Printer, RulePrinter
 from derive.render import ROOT, inputs_hash, render
 from derive.solve import solve
-from derive.spec import EXP_FLOOR, MAX_EXP_CAP, SUBSPACES, Subspace, by_name, t
+from derive.spec import COEFFICIENTS, EXP_FLOOR, MAX_EXP_CAP, SUBSPACES, Subspace, by_name, t
 from derive.verify import check_denominators, verify, verify_gravitation
 
 GENERATED = ROOT / "generated"
@@ -105,7 +106,7 @@ def _code_context(kernel: Kernel, printer: Printer) -> dict:
         "derivative_inputs": neuron_inputs_of(kernel.derivatives),
         "conditions": subspace.conditions,
         "zero": subspace.zero,
-        "sign": subspace.sign,
+        "sign_label": subspace.sign_label,
         "order": subspace.order,
         "neuron_inputs": [str(s) for s in kernel.neuron_inputs],
         "neuron_lines": _lines(printer, kernel.neuron.assignments)
@@ -195,6 +196,33 @@ def _report_context(kernel: Kernel) -> dict:
     }
 
 
+def _rules_context(printer: RulePrinter) -> dict:
+    """The classification program, printed: statements with their code."""
+    program = classification_program()
+    names = [str(p) for p in COEFFICIENTS]
+
+    def statements(block: tuple[Assign, ...]) -> list[dict]:
+        return [
+            {
+                "target": s.target,
+                "code": printer(s.expr, s.kind),
+                "kind": s.kind,
+                "declare": s.declare,
+                "note": s.note,
+            }
+            for s in block
+        ]
+
+    return {
+        "inputs": program.inputs,
+        "columns": [(name, names.index(name)) for name in program.inputs],
+        "epsilon": program.epsilon,
+        "index": INDEX,
+        "body": statements(program.body),
+        "critical": [(rule, statements(block)) for rule, block in program.critical],
+    }
+
+
 def _context(backend: Backend, kernels: list[Kernel]) -> dict:
     if backend.printer is None:
         return {"subspaces": [_report_context(k) for k in kernels]}
@@ -203,6 +231,9 @@ def _context(backend: Backend, kernels: list[Kernel]) -> dict:
         "max_exp_cap": repr(float(MAX_EXP_CAP)),
         "exp_floor": repr(float(EXP_FLOOR)),
         "max_neuron_quantities": max(len(k.neuron.results) for k in kernels),
+        "coefficients": [str(p) for p in COEFFICIENTS],
+        "outputs": OUTPUT_NAMES,
+        "rules": _rules_context(backend.rules) if backend.rules else None,
     }
 
 

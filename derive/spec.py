@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from derive import rules
+
 # The input of the activation, and the neuron's five learned coefficients.
 t = sp.Symbol("t", real=True)
 a, b, c = sp.symbols("a b c", real=True)
@@ -26,6 +28,8 @@ s = sp.Symbol("s", positive=True)
 max_exponent = sp.Symbol("max_exponent", positive=True)
 
 COEFFICIENTS = (a, b, c, c1, c2)
+# The coefficients whose zero pattern (and signs) choose the subspace.
+CLASSIFIED = (a, b, c)
 # The derivatives the runtime needs, in the order the generated kernels return them.
 DIFF_VARIABLES = (t, a, b, c, c1, c2)
 # Symbols that are constant per neuron (hoisted out of the per-element work).
@@ -147,10 +151,11 @@ class Subspace:
 
     name: str
     description: str
-    # Which of a, b, c are zero in this subspace.
-    zero: tuple[bool, bool, bool]
-    # The sign condition on top of the zero pattern, or None.
-    sign: str | None
+    # Which of the CLASSIFIED coefficients (a, b, c) are zero in this subspace.
+    zero: tuple[bool, ...]
+    # The sign condition on top of the zero pattern (a rule over the CLASSIFIED
+    # coefficients and the named QUANTITIES), or None.
+    sign: rules.Node | None
     # Order of the ODE that remains: 0 (algebraic), 1 or 2.
     order: int
     # The coefficients written through the auxiliary quantities, for the solver.
@@ -169,12 +174,22 @@ class Subspace:
     relation: dict[sp.Symbol, sp.Expr] = field(default_factory=dict)
     # How this differs from the paper's Table 1, for the report.
     paper_note: str = ""
+    # The classifier's test on top of the zero pattern where it is not ``sign``
+    # (see CLASSIFICATION).
+    classified_by: rules.Node | None = None
+
+    @property
+    def sign_label(self) -> str | None:
+        """The sign condition as the report writes it (``ac > 0``), or None."""
+        return None if self.sign is None else rules.label(self.sign)
 
     @property
     def conditions(self) -> str:
-        parts = [f"{p} = 0" if z else f"{p} != 0" for p, z in zip("abc", self.zero, strict=True)]
+        parts = [
+            f"{p} = 0" if z else f"{p} != 0" for p, z in zip(CLASSIFIED, self.zero, strict=True)
+        ]
         if self.sign is not None:
-            parts.append(self.sign.replace("disc", "b^2 - 4ac"))
+            parts.append(rules.label(self.sign).replace("disc", "b^2 - 4ac"))
         return ", ".join(parts)
 
     @property
@@ -192,13 +207,42 @@ class Subspace:
         """The coefficients that are nonzero here, as symbols that know it."""
         return {
             p: sp.Symbol(p.name, real=True, nonzero=True)
-            for p, zero in zip((a, b, c), self.zero, strict=True)
+            for p, zero in zip(CLASSIFIED, self.zero, strict=True)
             if not zero
         }
 
-    def coefficients(self) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
+    def coefficients(self) -> tuple[sp.Expr, ...]:
         """(a, b, c) with the zero pattern applied, in the original symbols."""
-        return tuple(sp.S.Zero if z else p for p, z in zip((a, b, c), self.zero, strict=True))
+        return tuple(sp.S.Zero if z else p for p, z in zip(CLASSIFIED, self.zero, strict=True))
+
+
+# The classification rules are written over these (derive/rules.py): the
+# classified coefficients, the layer's epsilon and the named quantities.
+A, B, C = (rules.var(p.name) for p in CLASSIFIED)
+EPSILON = rules.var("epsilon")
+DISC = rules.var("disc")
+# Named quantities of the rules, computed in this order: b^2 - 4ac as b*b - 4*a*c
+# (the kernels' rounding of it decides the discriminant's subspaces).
+QUANTITIES: dict[str, rules.Node] = {"disc": B * B - 4 * A * C}
+
+
+# The layer's epsilon, where a rule reads it.
+epsilon = sp.Symbol("epsilon", positive=True)
+
+
+def as_sympy(rule: rules.Node, epsilon: sp.Expr = epsilon) -> sp.Basic:
+    """A rule over the classified coefficients and QUANTITIES in their symbols, exactly."""
+    for name, definition in reversed(QUANTITIES.items()):
+        rule = rules.substitute(rule, {name: definition})
+    return rules.to_sympy(rule, {p.name: p for p in CLASSIFIED} | {"epsilon": epsilon})
+
+
+def evaluate(rule: rules.Node, **coefficients):
+    """A rule in Python floats (or numpy arrays) at the classified coefficients."""
+    values = dict(coefficients)
+    for name, definition in QUANTITIES.items():
+        values[name] = rules.evaluate(definition, values)
+    return rules.evaluate(rule, values)
 
 
 _TABLE1 = "Table 1 of the paper writes this solution in the same basis."
@@ -242,7 +286,7 @@ SUBSPACES: tuple[Subspace, ...] = (
         "a_b0_c_pos",
         "undamped oscillation",
         (False, True, False),
-        "ac > 0",
+        A * C > 0,
         2,
         parametrisation={c: a * omega**2},
         auxiliaries={omega: sp.sqrt(c / a)},
@@ -253,7 +297,7 @@ SUBSPACES: tuple[Subspace, ...] = (
         "a_b0_c_neg",
         "hyperbolic growth and decay",
         (False, True, False),
-        "ac < 0",
+        A * C < 0,
         2,
         parametrisation={c: -a * kappa**2},
         auxiliaries={kappa: sp.sqrt(-c / a)},
@@ -273,7 +317,7 @@ SUBSPACES: tuple[Subspace, ...] = (
         "a_b_c_disc_pos",
         "overdamped: two real exponential modes",
         (False, False, False),
-        "disc > 0",
+        DISC > 0,
         2,
         parametrisation={b: -a * (r1 + r2), c: a * r1 * r2},
         # The roots without cancellation: r1 = -(b + sign(b)*sqrt(disc))/(2a) is the
@@ -293,7 +337,7 @@ SUBSPACES: tuple[Subspace, ...] = (
         "a_b_c_disc_zero",
         "critically damped: double real root",
         (False, False, False),
-        "disc = 0",
+        rules.eq(DISC, 0),
         2,
         parametrisation={b: -2 * a * r, c: a * r**2},
         auxiliaries={r: -b / (2 * a)},
@@ -306,7 +350,7 @@ SUBSPACES: tuple[Subspace, ...] = (
         "a_b_c_disc_neg",
         "damped (or growing) oscillation",
         (False, False, False),
-        "disc < 0",
+        DISC < 0,
         2,
         parametrisation={b: 2 * a * alpha, c: a * (alpha**2 + omega**2)},
         # omega from |disc| as the classifier computes it, so that omega**2 >= eps/(4a^2)
@@ -318,6 +362,9 @@ SUBSPACES: tuple[Subspace, ...] = (
         implicit={omega: 4 * a**2 * omega**2 + b**2 - 4 * a * c},
         witness={c: (b**2 + disc_size) / (4 * a)},
         paper_note='Not in Table 1 ("four forms"); basis chosen so y(0) = c1, y\'(0) = c2.',
+        # Closed at 0: outside the band, a rounded discriminant of exactly 0
+        # (b*b and 4*a*c both underflowing, a and c of opposite signs) lands here.
+        classified_by=DISC <= 0,
     ),
 )
 
@@ -331,10 +378,60 @@ OVERDAMPED_SYMMETRIC = Subspace(
     "a_b_c_disc_pos_symmetric",
     "overdamped, roots mu +- nu",
     (False, False, False),
-    "disc > 0",
+    DISC > 0,
     2,
     parametrisation={b: -2 * a * mu, c: a * (mu**2 - nu**2)},
     auxiliaries={mu: -b / (2 * a), nu: sp.sqrt(b**2 / (4 * a**2) - c / a)},
+)
+
+
+@dataclass(frozen=True)
+class Band:
+    """A widened relation: neurons within ``inside`` of the critical subspace's
+    equation are put in it, ahead of the subspaces of its zero pattern, and their
+    coefficients are projected onto the equation by one of ``projections``."""
+
+    subspace: str
+    inside: rules.Node
+    # Critical rule name -> {coefficient: its value in the band}, assigned at once.
+    projections: dict[str, dict[str, rules.Node]]
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The rules that take a neuron's coefficients to a subspace and to the
+    coefficients its kernel sees (derive/classify.py builds the program):
+
+    * a CLASSIFIED coefficient with |p| < zero_below counts as zero (and is 0);
+    * where all of them are zero, ``fallback`` sets some (b = epsilon);
+    * the QUANTITIES are computed from the zeroed coefficients;
+    * each subspace holds where its zero pattern and its ``classified_by`` (or
+      else its ``sign``) hold, the band's subspace where the band holds; no
+      subspace, where none holds (NaN, or a*c rounded to zero).
+    """
+
+    zero_below: rules.Node
+    fallback: dict[str, rules.Node]
+    quantities: dict[str, rules.Node]
+    band: Band
+
+
+CLASSIFICATION = Classification(
+    zero_below=EPSILON,
+    fallback={"b": EPSILON},
+    quantities=QUANTITIES,
+    # |b^2 - 4ac| < epsilon with sign(a) == sign(c) is critical damping (the
+    # paper's published code dropped the sign condition; we keep it).
+    band=Band(
+        subspace=CRITICAL,
+        inside=(abs(DISC) < EPSILON) & rules.eq(rules.sign(A), rules.sign(C)),
+        projections={
+            # The nearest critical equation: c = b^2/(4a), a and b kept.
+            "nearest": {"c": B * B / (4 * A)},
+            # The paper's: a = |b|/2*sign(a), c = |b|/2*sign(c).
+            "paper": {"a": abs(B) / 2 * rules.sign(A), "c": abs(B) / 2 * rules.sign(C)},
+        },
+    ),
 )
 
 

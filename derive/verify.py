@@ -13,7 +13,7 @@ from __future__ import annotations
 import sympy as sp
 
 from derive.solve import Solution
-from derive.spec import Sigmoid, a, b, c, c1, c2, s, t
+from derive.spec import Sigmoid, a, as_sympy, b, c, c1, c2, s, t
 
 
 class VerificationError(RuntimeError):
@@ -185,8 +185,9 @@ def check_denominators(kernel) -> None:
     # The nonzero coefficients in the parametrisation: a factor of their product
     # is nonzero too (mu + nu is a factor of c = a*(mu - nu)*(mu + nu), say).
     known = [p for p in nonzero if p in (a, b, c)]
-    if subspace.sign in ("disc > 0", "disc < 0"):
-        known.append(b**2 - 4 * a * c)
+    # The left side of a strict sign condition (b^2 - 4ac in the discriminant's subspaces).
+    if subspace.sign is not None and subspace.sign.op in ("gt", "lt"):
+        known.append(as_sympy(subspace.sign.args[0]))
     product = sp.Mul(*(sp.sympify(p).subs(subspace.parametrisation) for p in known))
 
     def provably_nonzero(factor: sp.Expr) -> bool:

@@ -22,7 +22,7 @@ from deu._plan import Settings, _kernel_arguments
 
 _SOURCE = Path(__file__).parent / "csrc" / "deu_cpu.cpp"
 _LOCAL_HEADERS = (Path(__file__).parent / "csrc" / "parametrisation.h",)  # included by _SOURCE
-_HEADERS = ("deu_tables.h", "deu_kernels.h")  # generated, included by _SOURCE
+_HEADERS = ("deu_tables.h", "deu_kernels.h", "deu_classify.h")  # generated, included by _SOURCE
 _state: dict[str, ModuleType | None] = {}
 
 

@@ -1,6 +1,7 @@
 """Which subspace each neuron is in, and the coefficients its kernel sees.
 
-The rules (the paper's, with two corrections noted below):
+The rules are derive/spec.py's CLASSIFICATION (the paper's, with two
+corrections), rendered for PyTorch as ``deu._generated.classify``:
 
 * |a|, |b| or |c| below epsilon counts as zero; a = b = c = 0 becomes b = epsilon.
 * With b = 0 and a, c nonzero, the sign of a*c picks the oscillating or the
@@ -17,15 +18,11 @@ from __future__ import annotations
 
 import torch
 
-from deu._generated import SUBSPACES
+from deu._generated import CLASSIFIED, COEFFICIENTS, CRITICAL_RULES, SUBSPACES
+from deu._generated.classify import classify as classify_rules
 
 SUBSPACE_NAMES: tuple[str, ...] = tuple(s.name for s in SUBSPACES)
-_INDEX = {name: i for i, name in enumerate(SUBSPACE_NAMES)}
-CRITICAL_RULES = ("nearest", "paper")
-
-
-def _where(condition: torch.Tensor, name: str, otherwise: torch.Tensor) -> torch.Tensor:
-    return torch.where(condition, torch.full_like(otherwise, _INDEX[name]), otherwise)
+_COLUMNS = tuple(COEFFICIENTS.index(name) for name in CLASSIFIED)
 
 
 def classify(
@@ -35,42 +32,16 @@ def classify(
 
     ``coeffs`` has columns (a, b, c, c1, c2).  No host synchronisation.
     """
-    a, b, c = coeffs[:, 0], coeffs[:, 1], coeffs[:, 2]
-    za, zb, zc = a.abs() < epsilon, b.abs() < epsilon, c.abs() < epsilon
-    all_zero = za & zb & zc
-    a = torch.where(za, torch.zeros_like(a), a)
-    c = torch.where(zc, torch.zeros_like(c), c)
-    b = torch.where(all_zero, torch.full_like(b, epsilon), torch.where(zb, torch.zeros_like(b), b))
-    zb = zb & ~all_zero
-
-    disc = b * b - 4 * a * c
-    same_sign = torch.sign(a) == torch.sign(c)
-    band = ~za & ~zb & ~zc & (disc.abs() < epsilon) & same_sign
-
-    index = torch.full(a.shape, -1, dtype=torch.long, device=a.device)
-    index = _where(za & zb & ~zc, "a0_b0_c", index)
-    index = _where(za & ~zb & zc, "a0_b_c0", index)
-    index = _where(za & ~zb & ~zc, "a0_b_c", index)
-    index = _where(~za & zb & zc, "a_b0_c0", index)
-    index = _where(~za & zb & ~zc & (a * c > 0), "a_b0_c_pos", index)
-    index = _where(~za & zb & ~zc & (a * c < 0), "a_b0_c_neg", index)
-    index = _where(~za & ~zb & zc, "a_b_c0", index)
-    full = ~za & ~zb & ~zc
-    index = _where(full & ~band & (disc > 0), "a_b_c_disc_pos", index)
-    index = _where(full & ~band & (disc <= 0), "a_b_c_disc_neg", index)
-    index = _where(band, "a_b_c_disc_zero", index)
-
-    if critical == "nearest":
-        c = torch.where(band, b * b / (4 * a), c)
-    elif critical == "paper":
-        half = b.abs() / 2
-        a, c = torch.where(band, half * torch.sign(a), a), torch.where(
-            band, half * torch.sign(c), c
-        )
-    else:
+    if critical not in CRITICAL_RULES:
         raise ValueError(f"critical must be one of {CRITICAL_RULES}, got {critical!r}")
-    effective = torch.stack([a, b, c, coeffs[:, 3], coeffs[:, 4]], dim=1)
-    return effective, index
+    columns = list(coeffs.unbind(1))
+    inputs = {name: columns[j] for name, j in zip(CLASSIFIED, _COLUMNS, strict=True)}
+    *classified, index = classify_rules(
+        **inputs, epsilon=epsilon, critical=CRITICAL_RULES.index(critical)
+    )
+    for j, column in zip(_COLUMNS, classified, strict=True):
+        columns[j] = column
+    return torch.stack(columns, dim=1), index
 
 
 def _shown(neurons: list[int]) -> str:
@@ -118,8 +89,10 @@ def subspaces(coeffs: torch.Tensor, epsilon: float = 0.01) -> list[str]:
     >>> subspaces(torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0]]))
     ['a0_b_c0']
     """
-    if coeffs.dim() != 2 or coeffs.shape[1] != 5:
-        raise ValueError(f"coeffs must have shape (num_neurons, 5), got {tuple(coeffs.shape)}")
+    if coeffs.dim() != 2 or coeffs.shape[1] != len(COEFFICIENTS):
+        raise ValueError(
+            f"coeffs must have shape (num_neurons, {len(COEFFICIENTS)}), got {tuple(coeffs.shape)}"
+        )
     _, index = classify(coeffs.detach(), epsilon)
     check_classified(coeffs, index)
     return [SUBSPACE_NAMES[i] for i in index.tolist()]

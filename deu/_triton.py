@@ -3,9 +3,9 @@
 The formulas are ``deu._generated.deu_triton`` (rendered by ``python -m derive``
 from the same CSE'd expressions as the PyTorch kernels); this module loads,
 stores and reduces. One kernel classifies the neurons (:func:`classify`: the
-rules of ``deu._subspaces.classify`` restated step for step, tested equal to
-them bit for bit); they are then grouped by subspace exactly as the PyTorch path
-groups them (``deu._plan._groups``), and each group runs one kernel compiled
+generated rules, the same statements as ``deu._subspaces.classify``'s, tested
+equal to them bit for bit); they are then grouped by subspace exactly as the
+PyTorch path groups them (``deu._plan._groups``), and each group runs one kernel compiled
 for its subspace only (a ``tl.constexpr``): no masked evaluation of every
 subspace. A program covers a tile of BLOCK_M rows (the elements of a neuron,
 over every axis but the neuron axis) by BLOCK_N of the group's neurons; the
@@ -34,48 +34,30 @@ import torch
 import triton
 import triton.language as tl
 
-from deu._generated import SUBSPACES
-from deu._generated.deu_triton import _sign, derivatives, value
+from deu._generated import CLASSIFIED, COEFFICIENTS, CRITICAL_RULES, SUBSPACES
+from deu._generated.deu_triton import NUM_COEFFICIENTS, derivatives, value
+from deu._generated.deu_triton import classify as rules_classify
 from deu._neighbour import _gravitation
 from deu._plan import Settings, _flat, _groups, _take, summed_outputs
-from deu._subspaces import SUBSPACE_NAMES, unclassified_error
+from deu._subspaces import unclassified_error
 
 # Interpreted: triton.jit was applied with TRITON_INTERPRET=1 set, so the
 # kernels run in Python on CPU tensors (how the tests run them).
 INTERPRETED = not isinstance(value, triton.runtime.JITFunction)
 
 
-# Subspace indices, in the order of deu._generated.SUBSPACES, for classify_kernel.
-_I = {name: i for i, name in enumerate(SUBSPACE_NAMES)}
-A0_B0_C = tl.constexpr(_I["a0_b0_c"])
-A0_B_C0 = tl.constexpr(_I["a0_b_c0"])
-A0_B_C = tl.constexpr(_I["a0_b_c"])
-A_B0_C0 = tl.constexpr(_I["a_b0_c0"])
-A_B0_C_POS = tl.constexpr(_I["a_b0_c_pos"])
-A_B0_C_NEG = tl.constexpr(_I["a_b0_c_neg"])
-A_B_C0 = tl.constexpr(_I["a_b_c0"])
-A_B_C_DISC_POS = tl.constexpr(_I["a_b_c_disc_pos"])
-A_B_C_DISC_NEG = tl.constexpr(_I["a_b_c_disc_neg"])
-A_B_C_DISC_ZERO = tl.constexpr(_I["a_b_c_disc_zero"])
-assert len(_I) == 10, f"classify_kernel knows 10 subspaces, deu._generated has {len(_I)}"
-
-
-@triton.jit
-def _div(x, y):
-    # Correctly rounded in both dtypes, as torch's division is (a float32 "/" may
-    # be approximate on a GPU).
-    if x.dtype == tl.float64:
-        return x / y
-    else:
-        return tl.div_rn(x, y)
+# The coefficients' columns that the rules read and rewrite.
+_CLASSIFIED = tuple(COEFFICIENTS.index(name) for name in CLASSIFIED)
+assert _CLASSIFIED == (0, 1, 2), f"classify_kernel loads a, b, c from 0, 1, 2, not {_CLASSIFIED}"
 
 
 @triton.jit
 def classify_kernel(
     coeffs_ptr, params_ptr, effective_ptr, index_ptr, n,
-    CRITICAL_PAPER: tl.constexpr, BLOCK: tl.constexpr,
+    CRITICAL: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    """deu._subspaces.classify, operation for operation, for BLOCK neurons a program.
+    """The generated rules (``deu._generated.deu_triton.classify``, the same
+    statements as deu._subspaces.classify's) for BLOCK neurons a program.
 
     One launch instead of the ~100 elementwise steps of the PyTorch version on
     (C,)-sized tensors. Launched without floating-point contraction, so b*b - 4ac
@@ -85,51 +67,18 @@ def classify_kernel(
     """
     neuron = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = neuron < n
-    base = coeffs_ptr + neuron * 5
+    base = coeffs_ptr + neuron * NUM_COEFFICIENTS
     a = tl.load(base, mask=ok, other=1.0)
     b = tl.load(base + 1, mask=ok, other=1.0)
     c = tl.load(base + 2, mask=ok, other=1.0)
     epsilon = tl.load(params_ptr + 3)
-    za = tl.abs(a) < epsilon
-    zb = tl.abs(b) < epsilon
-    zc = tl.abs(c) < epsilon
-    all_zero = za & zb & zc
-    a = tl.where(za, 0.0, a)
-    c = tl.where(zc, 0.0, c)
-    b = tl.where(all_zero, epsilon, tl.where(zb, 0.0, b))
-    zb = zb & ~all_zero
-
-    disc = b * b - 4 * a * c
-    same_sign = _sign(a) == _sign(c)
-    band = ~za & ~zb & ~zc & (tl.abs(disc) < epsilon) & same_sign
-
-    index = tl.full(a.shape, -1, tl.int64)
-    index = tl.where(za & zb & ~zc, A0_B0_C, index)
-    index = tl.where(za & ~zb & zc, A0_B_C0, index)
-    index = tl.where(za & ~zb & ~zc, A0_B_C, index)
-    index = tl.where(~za & zb & zc, A_B0_C0, index)
-    index = tl.where(~za & zb & ~zc & (a * c > 0), A_B0_C_POS, index)
-    index = tl.where(~za & zb & ~zc & (a * c < 0), A_B0_C_NEG, index)
-    index = tl.where(~za & ~zb & zc, A_B_C0, index)
-    full = ~za & ~zb & ~zc
-    index = tl.where(full & ~band & (disc > 0), A_B_C_DISC_POS, index)
-    index = tl.where(full & ~band & (disc <= 0), A_B_C_DISC_NEG, index)
-    index = tl.where(band, A_B_C_DISC_ZERO, index)
-
-    if CRITICAL_PAPER:
-        # |b| * 0.5 is |b| / 2 correctly rounded, as torch's division gives it (a
-        # float32 "/ 2" may be approximate on a GPU).
-        half = tl.abs(b) * 0.5
-        a, c = tl.where(band, half * _sign(a), a), tl.where(band, half * _sign(c), c)
-    else:
-        # (a is nonzero in the band; elsewhere the quotient is discarded: 1 avoids 0/0.)
-        c = tl.where(band, _div(b * b, tl.where(band, 4 * a, 1.0)), c)
-    out = effective_ptr + neuron * 5
+    a, b, c, index = rules_classify(a, b, c, epsilon, CRITICAL)
+    out = effective_ptr + neuron * NUM_COEFFICIENTS
     tl.store(out, a, mask=ok)
     tl.store(out + 1, b, mask=ok)
     tl.store(out + 2, c, mask=ok)
-    tl.store(out + 3, tl.load(base + 3, mask=ok), mask=ok)
-    tl.store(out + 4, tl.load(base + 4, mask=ok), mask=ok)
+    for j in tl.static_range(3, NUM_COEFFICIENTS):
+        tl.store(out + j, tl.load(base + j, mask=ok), mask=ok)
     tl.store(index_ptr + neuron, index, mask=ok)
 
 
@@ -145,7 +94,7 @@ def classify(coeffs: torch.Tensor, params: torch.Tensor, critical: str):
     if neurons:
         classify_kernel[(triton.cdiv(neurons, CLASSIFY_BLOCK),)](
             coeffs, params, effective, index, neurons,
-            CRITICAL_PAPER=critical == "paper", BLOCK=CLASSIFY_BLOCK, enable_fp_fusion=False,
+            CRITICAL=CRITICAL_RULES.index(critical), BLOCK=CLASSIFY_BLOCK, enable_fp_fusion=False,
         )  # fmt: skip
     return effective, index
 
@@ -169,7 +118,7 @@ def _tile(neurons_ptr, n_group, rows, neurons, inner, BLOCK_M: tl.constexpr, BLO
 @triton.jit
 def _coefficients(coeffs_ptr, neuron):
     """(a, b, c, c1, c2) of the neurons, shaped (1, BLOCK_N) to broadcast."""
-    base = coeffs_ptr + neuron[None, :] * 5
+    base = coeffs_ptr + neuron[None, :] * NUM_COEFFICIENTS
     return tl.load(base), tl.load(base + 1), tl.load(base + 2), tl.load(base + 3), tl.load(base + 4)
 
 
@@ -256,7 +205,7 @@ def backward_kernel(
         tl.store(masked_g_ptr + offsets, g, mask=mask)
     if NEED_COEFFS:
         # Lanes outside the tensor may hold any value (even NaN): summed as 0.
-        out = partials_ptr + (tl.program_id(0).to(tl.int64) * neurons + neuron) * 5
+        out = partials_ptr + (tl.program_id(0).to(tl.int64) * neurons + neuron) * NUM_COEFFICIENTS
         tl.store(out, tl.sum(tl.where(mask, g * dy_da, 0.0), axis=0), mask=col_ok)
         tl.store(out + 1, tl.sum(tl.where(mask, g * dy_db, 0.0), axis=0), mask=col_ok)
         tl.store(out + 2, tl.sum(tl.where(mask, g * dy_dc, 0.0), axis=0), mask=col_ok)
@@ -398,7 +347,7 @@ def backward(
     row_blocks = triton.cdiv(rows, block_m)
     nothing = x.new_empty(0)
     grad_x = torch.empty_like(x) if need_input else nothing
-    partials = x.new_zeros((row_blocks, neurons, 5)) if need_coeffs else nothing
+    partials = x.new_zeros((row_blocks, neurons, len(COEFFICIENTS))) if need_coeffs else nothing
     # Only groups with a singular coefficient have gravitation neighbours (the
     # paper's rule; the derived rule's terms are outputs of the kernels).
     gravitation = need_coeffs and settings.gravitation == "neighbour"

@@ -27,14 +27,14 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from deu import _triton
-from deu._generated.deu_triton import SUBSPACE_NAMES
+from deu._generated.deu_triton import CRITICAL_RULES, SUBSPACE_NAMES
 
 DTYPES = {"fp32": torch.float32, "fp64": torch.float64}
 
 
 class Variant(NamedTuple):
     kind: str  # "forward", "backward" or "classify"
-    subspace: int  # the classification's critical rule, for "classify": 0 nearest, 1 paper
+    subspace: int  # the classification's critical rule, for "classify": its CRITICAL_RULES index
     dtype: str  # "fp32" or "fp64"
     tile: tuple[int, int]  # (BLOCK_M, BLOCK_N); (BLOCK, 1) for "classify"
 
@@ -42,7 +42,7 @@ class Variant(NamedTuple):
     def name(self) -> str:
         block_m, block_n = self.tile
         if self.kind == "classify":
-            return f"classify {('nearest', 'paper')[self.subspace]} {self.dtype} {block_m}"
+            return f"classify {CRITICAL_RULES[self.subspace]} {self.dtype} {block_m}"
         return f"{self.kind} {SUBSPACE_NAMES[self.subspace]} {self.dtype} {block_m}x{block_n}"
 
     @property
@@ -58,8 +58,8 @@ def variants() -> Iterator[Variant]:
             for subspace in range(len(SUBSPACE_NAMES)):
                 for kind in ("forward", "backward"):
                     yield Variant(kind, subspace, dtype, tile)
-        for paper in (0, 1):
-            yield Variant("classify", paper, dtype, (_triton.CLASSIFY_BLOCK, 1))
+        for rule in range(len(CRITICAL_RULES)):
+            yield Variant("classify", rule, dtype, (_triton.CLASSIFY_BLOCK, 1))
 
 
 def _source(variant: Variant) -> ASTSource:
@@ -68,7 +68,7 @@ def _source(variant: Variant) -> ASTSource:
         fn = _triton.classify_kernel
         signature = {"coeffs_ptr": pointer, "params_ptr": pointer, "effective_ptr": pointer}
         signature |= {"index_ptr": "*i64", "n": "i32"}
-        rule = {"CRITICAL_PAPER": bool(variant.subspace), "BLOCK": variant.tile[0]}
+        rule = {"CRITICAL": variant.subspace, "BLOCK": variant.tile[0]}
         signature |= {name: "constexpr" for name in rule}
         return ASTSource(fn=fn, signature={n: signature[n] for n in fn.arg_names}, constexprs=rule)
     sizes = {"n_group": "i32", "rows": "i32", "neurons": "i32", "inner": "i32"}

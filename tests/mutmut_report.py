@@ -108,29 +108,6 @@ EQUIVALENT = [
     Equivalent("_groups", "torch.sort(index, )", "as above"),
     Equivalent("_groups", "torch.sort(index, stable=False)", "as above"),
     Equivalent(
-        "classify",
-        'za & ~zb | zc, "a0_b_c0"',
-        "the neurons this adds (c zero, a nonzero) are relabelled by the later rules "
-        "for a_b0_c0 and a_b_c0",
-    ),
-    Equivalent(
-        "classify",
-        "(disc >= 0)",
-        "b^2 - 4ac = 0 with b != 0 needs a and c of one sign, which is the band",
-    ),
-    Equivalent("classify", "(disc < 0)", "as above"),
-    Equivalent(
-        "classify",
-        "torch.full(a.shape, -1, dtype=None,",
-        "torch.full with an integer fill value is int64 anyway",
-    ),
-    Equivalent("classify", "torch.full(a.shape, -1, device=a.device)", "as above"),
-    Equivalent(
-        "classify",
-        "half / torch.sign(",
-        "in the band a and c are nonzero: dividing by their sign (+-1) is multiplying",
-    ),
-    Equivalent(
         "backward_values",
         "need_input: bool = False",
         "the one caller, deu_backward, passes need_input and need_coeffs",

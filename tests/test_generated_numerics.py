@@ -30,12 +30,15 @@ never active except in the tests that are about the cap.
 
 import math
 
-import deu._generated as g
 import numpy as np
 import pytest
+import sympy as sp
 import torch
 from scipy.linalg import expm
 from scipy.special import expit
+
+import deu._generated as g
+from derive import rules, spec
 
 SUBSPACES = {sub.name: sub for sub in g.SUBSPACES}
 NAMES = list(SUBSPACES)
@@ -66,29 +69,35 @@ def _magnitude(rng):
     return rng.uniform(0.2, 3.0) * rng.choice([-1.0, 1.0])
 
 
+def _sign_condition(sub):
+    """The subspace's sign condition in derive/spec.py (a rule), and the terms
+    of its left side in the coefficients (b*b and 4*a*c for b^2 - 4ac)."""
+    sign = spec.by_name(sub.name).sign
+    if sign is None:
+        return None, []
+    return sign, rules.terms(rules.substitute(sign.args[0], spec.QUANTITIES))
+
+
 def _one_coefficient_set(sub, rng):
     """(a, b, c) satisfying the subspace's zero pattern and sign condition clearly."""
+    sign, terms = _sign_condition(sub)
     while True:
         a, b, c = (0.0 if zero else _magnitude(rng) for zero in sub.zero)
-        disc = b * b - 4 * a * c
-        # Discriminant conditions are required with a margin (20% of the size
-        # of its two terms) so that the samples are not near-degenerate.
-        margin = 0.2 * (b * b + 4 * abs(a * c))
-        if sub.sign is None:
+        values = {"a": a, "b": b, "c": c}
+        if sign is None:
             ok = True
-        elif sub.sign == "ac > 0":
-            ok = a * c > 0
-        elif sub.sign == "ac < 0":
-            ok = a * c < 0
-        elif sub.sign == "disc > 0":
-            ok = disc > margin
-        elif sub.sign == "disc < 0":
-            ok = -disc > margin
-        elif sub.sign == "disc = 0":
-            c = b * b / (4 * a)  # exactly on the discriminant's zero
-            ok = 0.2 <= abs(c) <= 3.0
-        else:  # pragma: no cover - a new sign condition needs a sampler
-            raise AssertionError(f"unknown sign condition {sub.sign!r}")
+        elif sign.op == "eq":
+            # Exactly on the equation: the coefficient its relation solves for.
+            ((p, expr),) = spec.by_name(sub.name).relation.items()
+            values[p.name] = sp.lambdify(spec.CLASSIFIED, expr, "math")(a, b, c)
+            a, b, c = values["a"], values["b"], values["c"]
+            ok = 0.2 <= abs(values[p.name]) <= 3.0
+        else:
+            # Strict conditions are required with a margin (20% of the size of
+            # the left side's terms) so that the samples are not near-degenerate.
+            margin = 0.2 * sum(abs(spec.evaluate(term, **values)) for term in terms)
+            side = spec.evaluate(sign.args[0], **values)
+            ok = side > margin if sign.op == "gt" else -side > margin
         if ok:
             return a, b, c
 
@@ -243,15 +252,14 @@ def test_samples_lie_in_their_subspace_and_cover_both_signs(name):
         else:
             assert np.all(np.abs(coef[p]) >= 0.2), f"{name}: {p} must be clearly nonzero"
             assert np.any(coef[p] > 0) and np.any(coef[p] < 0), f"{name}: {p} has one sign"
-    disc = b * b - 4 * a * c
-    condition = {
-        None: np.ones_like(a, dtype=bool),
-        "ac > 0": a * c > 0,
-        "ac < 0": a * c < 0,
-        "disc > 0": disc > 0,
-        "disc = 0": np.abs(disc) <= 1e-14 * b * b,  # c = b^2/(4a) up to rounding
-        "disc < 0": disc < 0,
-    }[sub.sign]
+    sign, terms = _sign_condition(sub)
+    if sign is None:
+        condition = np.ones_like(a, dtype=bool)
+    elif sign.op == "eq":  # on the equation up to rounding
+        size = sum(np.abs(spec.evaluate(term, a=a, b=b, c=c)) for term in terms)
+        condition = np.abs(spec.evaluate(sign.args[0], a=a, b=b, c=c)) <= 1e-14 * size
+    else:
+        condition = spec.evaluate(sign, a=a, b=b, c=c)
     assert np.all(condition), f"{name}: a sample violates {sub.sign}"
     for i in range(len(a)):
         # No exponent of the solution exceeds MAX_EXPONENT on [-T, T].

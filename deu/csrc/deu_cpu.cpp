@@ -186,6 +186,8 @@ DEU_VEC Vec<S> ipow(Vec<S> x) {
 // stays in registers, and a loop that needs one output computes only that one.
 #define DEU_FN inline __attribute__((always_inline))
 #include "deu_kernels.h"
+// The classification rules.
+#include "deu_classify.h"
 
 namespace {
 
@@ -197,8 +199,8 @@ constexpr int64_t TILE_NEURONS = 16;
 constexpr int64_t TILE_ELEMENTS = 8192;
 // Vector iterations between flushes of the float accumulators into double.
 constexpr int FLUSH_EVERY = 64;
-// Gravitation targets per neuron: a, b and c.
-constexpr int NUM_GRAVITATION = 3;
+// Gravitation targets per neuron: a, b and c, the classified coefficients.
+constexpr int NUM_GRAVITATION = NUM_CLASSIFIED;
 
 // Where a neuron's elements are: x is (outer, neurons, inner), contiguous.
 struct Layout {
@@ -388,7 +390,7 @@ void check_finite(const S* coeffs, int64_t neurons) {
   int64_t count = 0;
   for (int64_t c = 0; c < neurons; ++c) {
     bool finite = true;
-    for (int j = 0; j < 5; ++j) finite = finite && std::isfinite(coeffs[c * 5 + j]);
+    for (int j = 0; j < NUM_COEFFICIENTS; ++j) finite = finite && std::isfinite(coeffs[c * NUM_COEFFICIENTS + j]);
     if (finite) continue;
     if (count < 10) bad += (count ? ", " : "") + std::to_string(c);
     if (count == 10) bad += ", ...";
@@ -407,41 +409,12 @@ void check(const torch::Tensor& t, const char* name, at::ScalarType dtype) {
 // ---------------------------------------------------------------------------
 // Per neuron: the subspace, the effective coefficients, the quantities k.
 
-// The subspace of (a, b, c, c1, c2) and the coefficients its kernel sees, in
-// place. The rules, operation for operation, of deu/_subspaces.py's classify
-// (the tests compare the two on random and boundary coefficients).
+// The subspace of one neuron's coefficients and the ones its kernel sees, in
+// place: deu_classify.h's classify, the rules of derive/spec.py as every
+// backend renders them.
 template <typename S>
 int classify_row(S* q, S epsilon, bool critical_paper) {
-  S a = q[0], b = q[1], c = q[2];
-  const bool za = std::abs(a) < epsilon, zb0 = std::abs(b) < epsilon, zc = std::abs(c) < epsilon;
-  const bool all_zero = za && zb0 && zc;
-  if (za) a = S(0);
-  if (zc) c = S(0);
-  b = all_zero ? epsilon : (zb0 ? S(0) : b);
-  const bool zb = zb0 && !all_zero;
-  const S disc = b * b - S(4) * a * c;
-  const auto sgn = [](S v) { return S(v > S(0)) - S(v < S(0)); };
-  const bool band = !za && !zb && !zc && std::abs(disc) < epsilon && sgn(a) == sgn(c);
-  int index = -1;
-  if (za && zb && !zc) index = A0_B0_C;
-  if (za && !zb && zc) index = A0_B_C0;
-  if (za && !zb && !zc) index = A0_B_C;
-  if (!za && zb && zc) index = A_B0_C0;
-  if (!za && zb && !zc && a * c > S(0)) index = A_B0_C_POS;
-  if (!za && zb && !zc && a * c < S(0)) index = A_B0_C_NEG;
-  if (!za && !zb && zc) index = A_B_C0;
-  const bool full = !za && !zb && !zc;
-  if (full && !band && disc > S(0)) index = A_B_C_DISC_POS;
-  if (full && !band && disc <= S(0)) index = A_B_C_DISC_NEG;
-  if (band) index = A_B_C_DISC_ZERO;
-  if (band && !critical_paper) c = b * b / (S(4) * a);
-  if (band && critical_paper) {
-    const S half = std::abs(b) / S(2);
-    a = half * sgn(a);
-    c = half * sgn(c);
-  }
-  q[0] = a, q[1] = b, q[2] = c;
-  return index;
+  return deu_generated::classify(q, epsilon, critical_paper ? CRITICAL_PAPER : CRITICAL_NEAREST);
 }
 
 // The errors of deu/_subspaces.py for neurons that no subspace rule takes
@@ -457,7 +430,7 @@ inline std::string neuron_list(const std::vector<int64_t>& neurons) {
 template <typename S>
 std::string first_neuron(const S* coeffs, int64_t c) {
   char values[160];
-  const S* q = coeffs + c * 5;
+  const S* q = coeffs + c * NUM_COEFFICIENTS;
   std::snprintf(values, sizeof values, " (neuron %lld: a, b, c = %g, %g, %g)", static_cast<long long>(c),
                 static_cast<double>(q[0]), static_cast<double>(q[1]), static_cast<double>(q[2]));
   return std::string(std::is_same_v<S, float> ? "torch.float32" : "torch.float64") +
@@ -487,13 +460,13 @@ struct Neurons {
   std::vector<int32_t> subspace;
   Neurons(const S* coeffs, int64_t neurons, S epsilon, S steepness, S max_exponent,
           bool critical_paper)
-      : effective(coeffs, coeffs + neurons * 5),
+      : effective(coeffs, coeffs + neurons * NUM_COEFFICIENTS),
         k(neurons * MAX_NEURON_QUANTITIES, S(0)),
         subspace(neurons) {
     at::parallel_for(0, neurons, 256, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
-        subspace[c] = classify_row(&effective[c * 5], epsilon, critical_paper);
-        neuron(subspace[c], &effective[c * 5], steepness, max_exponent,
+        subspace[c] = classify_row(&effective[c * NUM_COEFFICIENTS], epsilon, critical_paper);
+        neuron(subspace[c], &effective[c * NUM_COEFFICIENTS], steepness, max_exponent,
                &k[c * MAX_NEURON_QUANTITIES]);
       }
     });
@@ -558,8 +531,8 @@ inline void ridge_solve(S m00, S m01, S m10, S m11, S r0, S r1, S* c1, S* c2) {
 template <typename S>
 int gravitation_neighbour(const S* raw, const S* effective, S f, S df, int p, S t_star,
                           S epsilon, S steepness, S max_exponent, bool critical_paper, S* k) {
-  S moved[5];
-  std::copy(effective, effective + 5, moved);
+  S moved[NUM_COEFFICIENTS];
+  std::copy(effective, effective + NUM_COEFFICIENTS, moved);
   moved[p] = epsilon * (raw[p] < S(0) ? S(-1) : S(1));
   const int neighbour = classify_row(moved, epsilon, critical_paper);
   if (neighbour < 0) return neighbour;  // the caller raises
@@ -567,7 +540,7 @@ int gravitation_neighbour(const S* raw, const S* effective, S f, S df, int p, S 
   // (c1, c2) = (0, 0), (1, 0), (0, 1): h is affine in them.
   const S ic1[3] = {S(0), S(1), S(0)}, ic2[3] = {S(0), S(0), S(1)};
   for (int i = 0; i < 3; ++i) {
-    S trial[5] = {moved[0], moved[1], moved[2], ic1[i], ic2[i]};
+    S trial[NUM_COEFFICIENTS] = {moved[0], moved[1], moved[2], ic1[i], ic2[i]};
     evaluate_at(neighbour, trial, steepness, max_exponent, t_star, &h[i], &dh[i]);
   }
   // m (c1, c2) = r, m = [[h1 - h0, h2 - h0], [dh1 - dh0, dh2 - dh0]].
@@ -578,7 +551,7 @@ int gravitation_neighbour(const S* raw, const S* effective, S f, S df, int p, S 
   ridge_solve(m00, m01, m10, m11, r0, r1, &c1, &c2);
   if (!std::isfinite(c1)) c1 = S(0);
   if (!std::isfinite(c2)) c2 = S(0);
-  const S matched[5] = {moved[0], moved[1], moved[2], c1, c2};
+  const S matched[NUM_COEFFICIENTS] = {moved[0], moved[1], moved[2], c1, c2};
   std::fill(k, k + MAX_NEURON_QUANTITIES, S(0));
   neuron(neighbour, matched, steepness, max_exponent, k);
   return neighbour;
@@ -587,15 +560,15 @@ int gravitation_neighbour(const S* raw, const S* effective, S f, S df, int p, S 
 // ---------------------------------------------------------------------------
 // The passes over the elements.
 
-// x viewed as (outer, neurons, inner); coeffs is (neurons, 5).
+// x viewed as (outer, neurons, inner); coeffs is (neurons, NUM_COEFFICIENTS).
 torch::Tensor forward(torch::Tensor x, torch::Tensor coeffs, int64_t outer, int64_t neurons,
                       int64_t inner, double epsilon, double steepness, double max_exponent, double max_value,
                       bool critical_paper) {
   check(x, "x", x.scalar_type());
   check(coeffs, "coeffs", x.scalar_type());
-  TORCH_CHECK(x.numel() == outer * neurons * inner && coeffs.numel() == neurons * 5,
+  TORCH_CHECK(x.numel() == outer * neurons * inner && coeffs.numel() == neurons * NUM_COEFFICIENTS,
               "deu cpu kernel: x has ", x.numel(), " elements and coeffs ", coeffs.numel(),
-              ", expected ", outer * neurons * inner, " and ", neurons * 5);
+              ", expected ", outer * neurons * inner, " and ", neurons * NUM_COEFFICIENTS);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "deu_check_finite", [&] {
     check_finite(coeffs.data_ptr<scalar_t>(), neurons);
   });
@@ -725,12 +698,13 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor g, torch::Ten
   check(g, "grad_output", x.scalar_type());
   check(coeffs, "coeffs", x.scalar_type());
   TORCH_CHECK(x.numel() == outer * neurons * inner && g.numel() == x.numel() &&
-                  coeffs.numel() == neurons * 5,
+                  coeffs.numel() == neurons * NUM_COEFFICIENTS,
               "deu cpu kernel: x, grad_output and coeffs must have ", outer * neurons * inner,
-              ", ", outer * neurons * inner, " and ", neurons * 5, " elements, got ", x.numel(),
+              ", ", outer * neurons * inner, " and ", neurons * NUM_COEFFICIENTS, " elements, got ", x.numel(),
               ", ", g.numel(), " and ", coeffs.numel());
   auto grad_x = need_input ? torch::empty_like(x) : torch::empty({0}, x.options());
-  auto grad_coeffs = need_coeffs ? torch::zeros({neurons, 5}, x.options()) : torch::empty({0}, x.options());
+  auto grad_coeffs =
+      need_coeffs ? torch::zeros({neurons, NUM_COEFFICIENTS}, x.options()) : torch::empty({0}, x.options());
   if (x.numel() == 0 || !(need_input || need_coeffs)) return {grad_x, grad_coeffs};
   const Layout layout{outer, neurons, inner};
   const Tiling tiling(layout);
@@ -760,12 +734,12 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor g, torch::Ten
           for (int64_t c = begin; c < end; ++c) {
             if (!singular[c]) continue;
             scalar_t f, df;
-            evaluate_at<scalar_t>(subspace[c], &table.effective[c * 5], steepness, max_exponent, t_star[c],
-                                  &f, &df);
+            evaluate_at<scalar_t>(subspace[c], &table.effective[c * NUM_COEFFICIENTS], steepness, max_exponent,
+                                  t_star[c], &f, &df);
             for (int p = 0; p < NUM_GRAVITATION; ++p) {
               if (!ZERO[subspace[c]][p]) continue;
               neighbours[c * NUM_GRAVITATION + p] = gravitation_neighbour<scalar_t>(
-                  raw + c * 5, &table.effective[c * 5], f, df, p, t_star[c], epsilon,
+                  raw + c * NUM_COEFFICIENTS, &table.effective[c * NUM_COEFFICIENTS], f, df, p, t_star[c], epsilon,
                   steepness, max_exponent, critical_paper,
                   neighbour_table.data() + (c * NUM_GRAVITATION + p) * MAX_NEURON_QUANTITIES);
             }
@@ -787,14 +761,15 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor g, torch::Ten
     scalar_t* gxp = need_input ? grad_x.data_ptr<scalar_t>() : nullptr;
     const V bound(static_cast<scalar_t>(max_value));
     const V zero(scalar_t(0));
-    // partial[(neuron * row_chunks + chunk) * 5 + j]: each tile writes its own.
-    std::vector<double> partial(need_coeffs ? static_cast<size_t>(neurons * tiling.row_chunks * 5) : 0);
+    // partial[(neuron * row_chunks + chunk) * NUM_COEFFICIENTS + j]: each tile writes its own.
+    std::vector<double> partial(
+        need_coeffs ? static_cast<size_t>(neurons * tiling.row_chunks * NUM_COEFFICIENTS) : 0);
     // Per neuron of a tile: vector accumulators of its own gradient (v) and of
     // its neighbours' (h), flushed into double sums.
     struct Accumulator {
-      V v[5], h[NUM_GRAVITATION];
+      V v[NUM_COEFFICIENTS], h[NUM_GRAVITATION];
       int pending;
-      double sums[5];
+      double sums[NUM_COEFFICIENTS];
     };
     // A run is processed in pieces of at most this many elements: the float
     // accumulators are flushed after at most twice as many vector iterations.
@@ -812,12 +787,12 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor g, torch::Ten
       for (int64_t index = begin; index < end; ++index) {
         const auto [chunk, c_begin, c_end, row_begin, row_end] = tiling.tile(index);
         for (auto& acc : accumulators) {
-          for (int j = 0; j < 5; ++j) acc.v[j] = zero, acc.sums[j] = 0;
+          for (int j = 0; j < NUM_COEFFICIENTS; ++j) acc.v[j] = zero, acc.sums[j] = 0;
           for (int p = 0; p < NUM_GRAVITATION; ++p) acc.h[p] = zero;
           acc.pending = 0;
         }
         auto flush = [&](Accumulator& acc) {
-          for (int j = 0; j < 5; ++j) {
+          for (int j = 0; j < NUM_COEFFICIENTS; ++j) {
             acc.sums[j] += lane_sum(acc.v[j]);
             acc.v[j] = zero;
           }
@@ -902,20 +877,20 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor g, torch::Ten
         for (int64_t c = c_begin; c < c_end; ++c) {
           Accumulator& acc = accumulators[c - c_begin];
           flush(acc);
-          double* out = partial.data() + (c * tiling.row_chunks + chunk) * 5;
-          for (int j = 0; j < 5; ++j) out[j] = acc.sums[j];
+          double* out = partial.data() + (c * tiling.row_chunks + chunk) * NUM_COEFFICIENTS;
+          for (int j = 0; j < NUM_COEFFICIENTS; ++j) out[j] = acc.sums[j];
         }
       }
     });
     if (need_coeffs) {
       scalar_t* out = grad_coeffs.data_ptr<scalar_t>();
       for (int64_t c = 0; c < neurons; ++c) {
-        for (int j = 0; j < 5; ++j) {
+        for (int j = 0; j < NUM_COEFFICIENTS; ++j) {
           double total = 0;
           for (int64_t chunk = 0; chunk < tiling.row_chunks; ++chunk) {
-            total += partial[(c * tiling.row_chunks + chunk) * 5 + j];
+            total += partial[(c * tiling.row_chunks + chunk) * NUM_COEFFICIENTS + j];
           }
-          out[c * 5 + j] = static_cast<scalar_t>(total);
+          out[c * NUM_COEFFICIENTS + j] = static_cast<scalar_t>(total);
         }
       }
     }
@@ -924,14 +899,16 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor g, torch::Ten
 }
 
 // classify_row over every neuron, for the tests: (effective coefficients, subspace).
-std::vector<torch::Tensor> classify(torch::Tensor coeffs, double epsilon, bool critical_paper) {
+std::vector<torch::Tensor> classify_all(torch::Tensor coeffs, double epsilon, bool critical_paper) {
   check(coeffs, "coeffs", coeffs.scalar_type());
   auto effective = coeffs.clone();
   auto index = torch::empty({coeffs.size(0)}, coeffs.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(coeffs.scalar_type(), "deu_classify", [&] {
     scalar_t* q = effective.data_ptr<scalar_t>();
     int64_t* out = index.data_ptr<int64_t>();
-    for (int64_t c = 0; c < coeffs.size(0); ++c) out[c] = classify_row<scalar_t>(q + c * 5, epsilon, critical_paper);
+    for (int64_t c = 0; c < coeffs.size(0); ++c) {
+      out[c] = classify_row<scalar_t>(q + c * NUM_COEFFICIENTS, epsilon, critical_paper);
+    }
   });
   return {effective, index};
 }
@@ -941,7 +918,7 @@ std::vector<torch::Tensor> classify(torch::Tensor coeffs, double epsilon, bool c
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "DEU forward (fused CPU kernel)");
   m.def("backward", &backward, "DEU backward with gravitation (fused CPU kernel)");
-  m.def("classify", &classify, "the subspace rules, as the kernels apply them");
+  m.def("classify", &classify_all, "the subspace rules, as the kernels apply them");
   m.def("parametrise", &deu_parametrisation::parametrise, "a layer's coefficients from its weight");
   m.def("parametrise_backward", &deu_parametrisation::parametrise_backward,
         "d loss / d weight from d loss / d coefficients");

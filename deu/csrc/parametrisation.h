@@ -13,9 +13,12 @@
 
 #include <vector>
 
+#include "deu_tables.h"  // NUM_CLASSIFIED
+
 namespace deu_parametrisation {
 
-constexpr int64_t kShaped = 3;  // a, b, c are shaped; the initial conditions stay linear
+// The classified coefficients (a, b, c) are shaped; the initial conditions stay linear.
+constexpr int64_t kShaped = deu_generated::NUM_CLASSIFIED;
 
 inline void check_weight(const at::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 2 && weight.size(1) > kShaped, "deu: parametrise expects a (neurons, ",
