@@ -20,11 +20,11 @@ from fractions import Fraction
 import pytest
 import sympy as sp
 import torch
+from deu._generated import CRITICAL_RULES
 
 from derive import rules
 from derive.printer import TORCH_RULES, PrinterError
 from derive.spec import CLASSIFICATION, CLASSIFIED, SUBSPACES, as_sympy, by_name
-from deu._generated import CRITICAL_RULES
 from deu._subspaces import classify
 
 NAMES = [p.name for p in CLASSIFIED]

@@ -30,6 +30,7 @@ never active except in the tests that are about the cap.
 
 import math
 
+import deu._generated as g
 import numpy as np
 import pytest
 import sympy as sp
@@ -37,7 +38,6 @@ import torch
 from scipy.linalg import expm
 from scipy.special import expit
 
-import deu._generated as g
 from derive import rules, spec
 
 SUBSPACES = {sub.name: sub for sub in g.SUBSPACES}

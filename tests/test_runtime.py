@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from deu._generated import SUBSPACES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,7 +14,6 @@ import deu
 from derive import spec
 from deu import functional as F
 from deu._autograd import Settings, _evaluate_at, _matched_initial_conditions
-from deu._generated import SUBSPACES
 from deu._subspaces import classify
 
 EPS = 0.01
