@@ -25,6 +25,7 @@ from deu._plan import (
     _C1,
     _C2,
     _OUTPUT_OF_COEFF,
+    NUM_COEFFICIENTS,
     Settings,
     _groups,
     _neuron_quantities,
@@ -174,7 +175,7 @@ def _gravitation(
     """Gradient (n, 5) contributed by outward gravitation for one group's neurons
     (``neurons``: their indices among all neurons, None for all)."""
     dim = settings.dim
-    grad = torch.zeros(effective.shape[0], 5, dtype=x.dtype, device=x.device)
+    grad = torch.zeros(effective.shape[0], NUM_COEFFICIENTS, dtype=x.dtype, device=x.device)
     if not any(subspace.zero):
         return grad
     shape = _neuron_shape(x, dim)

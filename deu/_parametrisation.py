@@ -9,7 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from deu._generated import CLASSIFIED
+
 PARAMETRISATIONS = ("symlog", "linear")
+# The classified coefficients (a, b, c) are shaped; the initial conditions stay linear.
+_SHAPED = len(CLASSIFIED)
 
 
 def coefficients_from_weight(weight: torch.Tensor, scale: float, parametrisation: str):
@@ -36,14 +40,14 @@ def traced_coefficients(weight: torch.Tensor, scale: float, parametrisation: str
     gradient: what torch.compile and torch.export trace."""
     if parametrisation == "linear":
         return weight * scale
-    w = weight[..., :3]
+    w = weight[..., :_SHAPED]
     # exp(w) - 1 for w > 0 and -(exp(-w) - 1) for w <= 0: slope 1 at 0 from both
     # sides (sign(w) * expm1(|w|) would have a zero gradient at w = 0, where
     # ReLU-initialised a and c sit), and the branch not taken sees 0, not inf.
     positive = torch.expm1(w.clamp(min=0))
     negative = -torch.expm1((-w).clamp(min=0))
     shaped = torch.where(w > 0, positive, negative)
-    return torch.cat([shaped, weight[..., 3:]], dim=-1) * scale
+    return torch.cat([shaped, weight[..., _SHAPED:]], dim=-1) * scale
 
 
 def coefficient_slope(weight: torch.Tensor, scale: float, parametrisation: str):
@@ -51,7 +55,7 @@ def coefficient_slope(weight: torch.Tensor, scale: float, parametrisation: str):
     scale * e^|w| = scale + |p| (symlog a, b, c)."""
     slope = torch.full_like(weight, scale)
     if parametrisation == "symlog":
-        slope[..., :3] = scale * torch.exp(weight[..., :3].abs())
+        slope[..., :_SHAPED] = scale * torch.exp(weight[..., :_SHAPED].abs())
     return slope
 
 
@@ -59,9 +63,9 @@ def weight_from_coefficients(coeffs: torch.Tensor, scale: float, parametrisation
     """The inverse of :func:`coefficients_from_weight`."""
     if parametrisation == "linear":
         return coeffs / scale
-    p = coeffs[..., :3] / scale
+    p = coeffs[..., :_SHAPED] / scale
     shaped = torch.sign(p) * torch.log1p(p.abs())
-    return torch.cat([shaped, coeffs[..., 3:] / scale], dim=-1)
+    return torch.cat([shaped, coeffs[..., _SHAPED:] / scale], dim=-1)
 
 
 _PLAIN = (torch.Tensor, nn.Parameter)  # not fake, functorch or other subclassed tensors
@@ -103,12 +107,12 @@ def parametrised(
     layer's fused eager path (deu._autograd)."""
     if parametrisation == "linear":
         return weight * scale, None
-    w = weight[..., :3]
+    w = weight[..., :_SHAPED]
     e = torch.expm1(w.abs())
     # w = +-0 and NaN come through as they are, with their sign, as in the traced
     # form (whose clamp passes -0 and NaN through).
     shaped = torch.where(w > 0, e, torch.where(w < 0, -e, w))
-    return torch.cat([shaped, weight[..., 3:]], dim=-1) * scale, e
+    return torch.cat([shaped, weight[..., _SHAPED:]], dim=-1) * scale, e
 
 
 def parametrisation_backward(
@@ -117,5 +121,5 @@ def parametrisation_backward(
     """d loss / d weight from d loss / d coeffs, bit for bit the traced form's."""
     scaled = grad * scale
     if saved is not None:
-        scaled[..., :3] *= saved + 1
+        scaled[..., :_SHAPED] *= saved + 1
     return scaled

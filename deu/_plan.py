@@ -14,12 +14,15 @@ from dataclasses import dataclass
 
 import torch
 
-from deu._generated import SUBSPACES
+from deu._generated import COEFFICIENTS, OUTPUTS, SUBSPACES
 
 # Columns of the coefficient matrix, and the matching outputs of the kernels
 # (output 0 is y, output 1 is dy/dt).
-_A, _B, _C, _C1, _C2 = range(5)
-_OUTPUT_OF_COEFF = (2, 3, 4, 5, 6)
+# (From the generated tables; the names _A ... _C2 are for the paper's neighbour
+# rule, which is specific to this ODE.)
+NUM_COEFFICIENTS = len(COEFFICIENTS)
+_A, _B, _C, _C1, _C2 = (COEFFICIENTS.index(name) for name in ("a", "b", "c", "c1", "c2"))
+_OUTPUT_OF_COEFF = tuple(OUTPUTS.index(f"dy_d{name}") for name in COEFFICIENTS)
 # The gravitation rules (Settings.gravitation), "off" for none.
 GRAVITATION_RULES = ("derived", "neighbour")
 
@@ -70,7 +73,7 @@ def _take(x: torch.Tensor, dim: int, idx: torch.Tensor | None) -> torch.Tensor:
 
 
 def _neuron_quantities(subspace, coeffs: torch.Tensor, shape: list[int], settings: Settings):
-    columns = [coeffs[:, j].reshape(shape) for j in range(5)]
+    columns = [coeffs[:, j].reshape(shape) for j in range(NUM_COEFFICIENTS)]
     return subspace.neuron(*columns, settings.steepness, settings.max_exponent)
 
 

@@ -9,7 +9,7 @@ import torch
 
 from deu._autograd import deu_apply
 from deu._generated import MAX_EXP_CAP
-from deu._plan import GRAVITATION_RULES
+from deu._plan import GRAVITATION_RULES, NUM_COEFFICIENTS
 from deu._subspaces import CRITICAL_RULES
 
 __all__ = ["deu", "BACKENDS", "DEFAULT_MAX_EXPONENT", "GRAVITATION_RULES", "PAPER_MAX_EXPONENT"]
@@ -115,8 +115,11 @@ def _validate(x: torch.Tensor, coeffs: torch.Tensor, dim: int, settings: dict) -
             f"dim must be in [{-x.dim()}, {x.dim() - 1}] for a {x.dim()}-d input, got {dim}"
         )
     dim = dim % x.dim()
-    if coeffs.dim() != 2 or coeffs.shape[1] != 5:
-        raise ValueError(f"coeffs must have shape (num_neurons, 5), got {tuple(coeffs.shape)}")
+    if coeffs.dim() != 2 or coeffs.shape[1] != NUM_COEFFICIENTS:
+        raise ValueError(
+            f"coeffs must have shape (num_neurons, {NUM_COEFFICIENTS}), "
+            f"got {tuple(coeffs.shape)}"
+        )
     if x.shape[dim] != coeffs.shape[0]:
         raise ValueError(
             f"input has {x.shape[dim]} neurons along dim {dim} (shape {tuple(x.shape)}), "

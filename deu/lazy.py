@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
+from deu._plan import NUM_COEFFICIENTS
 from deu.module import DEU
 
 __all__ = ["LazyDEU", "PerCallSite", "materialize", "replace_activations", "DEFAULT_ACTIVATIONS"]
@@ -68,7 +69,7 @@ class LazyDEU(LazyModuleMixin, DEU):
                 )
             with torch.no_grad():
                 self.num_neurons = input.shape[self.dim]
-                self.weight.materialize((self.num_neurons, 5))
+                self.weight.materialize((self.num_neurons, NUM_COEFFICIENTS))
                 self.reset_parameters()
 
 

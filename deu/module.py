@@ -7,14 +7,14 @@ from torch import nn
 
 from deu import functional as F
 from deu._autograd import layer_apply
-from deu._generated import SUBSPACES
+from deu._generated import CLASSIFIED, SUBSPACES
 from deu._parametrisation import (  # noqa: F401 - importable from here, as before
     PARAMETRISATIONS,
     coefficient_slope,
     coefficients_from_weight,
     weight_from_coefficients,
 )
-from deu._plan import Settings
+from deu._plan import NUM_COEFFICIENTS, Settings
 from deu._subspaces import check_classified, classify
 
 __all__ = [
@@ -24,6 +24,9 @@ __all__ = [
     "PARAMETRISATIONS",
     "CoefficientsDiverged",
 ]
+
+
+NUM_CLASSIFIED = len(CLASSIFIED)  # a, b, c: the coefficients the subspaces classify
 
 
 class CoefficientsDiverged(ValueError):
@@ -156,9 +159,10 @@ class DEU(nn.Module):
         if isinstance(init, str) and init != "random" and init not in PRESETS:
             known = ", ".join(["random", *PRESETS])
             raise ValueError(f"init must be one of {known} or a tensor, got {init!r}")
-        if isinstance(init, torch.Tensor) and tuple(init.shape) != (num_neurons, 5):
+        if isinstance(init, torch.Tensor) and tuple(init.shape) != (num_neurons, NUM_COEFFICIENTS):
             raise ValueError(
-                f"an init tensor must have shape ({num_neurons}, 5), got {tuple(init.shape)}"
+                f"an init tensor must have shape ({num_neurons}, {NUM_COEFFICIENTS}), "
+                f"got {tuple(init.shape)}"
             )
         self.num_neurons = num_neurons
         self.dim = dim
@@ -198,7 +202,9 @@ class DEU(nn.Module):
                 f"parametrisation must be one of {PARAMETRISATIONS}, got {parametrisation!r}"
             )
         self.parametrisation = parametrisation
-        self.weight = nn.Parameter(torch.empty(num_neurons, 5, device=device, dtype=dtype))
+        self.weight = nn.Parameter(
+            torch.empty(num_neurons, NUM_COEFFICIENTS, device=device, dtype=dtype)
+        )
         self._init_tensor = init.detach().clone() if isinstance(init, torch.Tensor) else None
         self.reset_parameters()
 
@@ -232,10 +238,10 @@ class DEU(nn.Module):
             elif self.init == "random":
                 # a, b, c in (0, 1), strictly positive; c1 = c2 = 0.
                 tiny = torch.finfo(coeffs.dtype).tiny
-                coeffs[:, :3].uniform_(0.0, 1.0).clamp_(min=tiny)
+                coeffs[:, :NUM_CLASSIFIED].uniform_(0.0, 1.0).clamp_(min=tiny)
             else:
                 values, _ = PRESETS[self.init]
-                coeffs.copy_(torch.tensor(values).expand(self.num_neurons, 5))
+                coeffs.copy_(torch.tensor(values).expand(self.num_neurons, NUM_COEFFICIENTS))
             self.coeffs = coeffs
         # Where the coefficients started, for deu.health (not saved with the model).
         self.register_buffer("initial_coeffs", self.coeffs.detach().clone(), persistent=False)
