@@ -177,7 +177,7 @@ deu_backward.register_autograd(_no_double_backward, setup_context=lambda ctx, in
 # the same two bodies (_forward, _backward_values) through a plain autograd.Function;
 # everything else (tracing, fake and meta tensors, dispatch modes, functorch
 # transforms, the other backends) goes through the operator. Same kernels, same
-# values, bit for bit (tests/test_runtime.py).
+# values, bit for bit (tests/test_eager.py).
 
 
 class _SecondDerivative(torch.autograd.Function):
@@ -274,13 +274,13 @@ class _EagerLayer(torch.autograd.Function):
     def forward(ctx, x, weight, scale, parametrisation, settings):
         coeffs, saved = _cpp.extension().parametrise(weight, scale, parametrisation == "symlog")
         coeffs = coeffs.to(x.dtype)
-        ctx.save_for_backward(x, coeffs, saved)
+        ctx.save_for_backward(x, coeffs, saved, weight)
         ctx.weight_dtype, ctx.scale, ctx.settings = weight.dtype, scale, settings
         return _forward(x, coeffs, settings)
 
     @staticmethod
     def backward(ctx, grad_output):
-        x, coeffs, saved = ctx.saved_tensors
+        x, coeffs, saved, weight = ctx.saved_tensors
         need_input, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         with torch.no_grad():
             grad_x, grad_coeffs = _backward_values(
@@ -291,7 +291,7 @@ class _EagerLayer(torch.autograd.Function):
                 grad_coeffs = grad_coeffs.to(ctx.weight_dtype)
                 grad_weight = _cpp.extension().parametrise_backward(grad_coeffs, saved, ctx.scale)
         grad_x, grad_weight = _first_order_only(
-            (x, coeffs), grad_x if need_input else None, grad_weight
+            (x, weight), grad_x if need_input else None, grad_weight
         )
         return grad_x, grad_weight, None, None, None
 

@@ -162,6 +162,15 @@ def test_the_eager_path_reports_a_double_backward_as_the_operator_does():
         gx.sum().backward()
 
 
+def test_a_double_backward_through_the_weight_gradient_alone_is_the_same_error():
+    layer = deu.DEU(3, init="random").double()
+    x = torch.randn(4, 3, dtype=torch.float64)  # no input gradient: the weight's alone
+    (gw,) = torch.autograd.grad(layer(x).sum(), layer.weight, create_graph=True)
+    assert gw.requires_grad
+    with pytest.raises(RuntimeError, match="differentiable once; a second derivative"):
+        gw.sum().backward()
+
+
 def test_gradcheck_through_the_eager_layer():
     layer = _mixed_layer(torch.float64, "symlog")
     x = torch.randn(3, 40, dtype=torch.float64, requires_grad=True)
