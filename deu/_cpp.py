@@ -21,7 +21,10 @@ import deu._generated as generated
 from deu._plan import Settings, _kernel_arguments
 
 _SOURCE = Path(__file__).parent / "csrc" / "deu_cpu.cpp"
-_LOCAL_HEADERS = (Path(__file__).parent / "csrc" / "parametrisation.h",)  # included by _SOURCE
+_LOCAL_HEADERS = tuple(  # hand-written, included by _SOURCE
+    Path(__file__).parent / "csrc" / name
+    for name in ("vector_math.h", "tiling.h", "parametrisation.h")
+)
 _HEADERS = ("deu_tables.h", "deu_kernels.h", "deu_classify.h")  # generated, included by _SOURCE
 _state: dict[str, ModuleType | None] = {}
 

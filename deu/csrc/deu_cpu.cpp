@@ -10,8 +10,12 @@
 // gravitation runs in the same pass: a singular neuron carries up to three
 // neighbour neurons, and the one coefficient derivative of each is reduced
 // alongside its own, piece by piece.
-// Hand-written source; the formulas and tables it includes (deu_kernels.h,
-// deu_tables.h) are generated into generated/ by `make regenerate`.
+// Hand-written source, with its hand-written headers in this folder
+// (vector_math.h: exp, sin, cos and the formulas' helpers on vectors; tiling.h:
+// tiles, runs, loads and stores; parametrisation.h: a layer's weight to its
+// coefficients). The formulas, tables and classification it includes
+// (deu_kernels.h, deu_tables.h, deu_classify.h) are generated into generated/
+// by `make regenerate`.
 // Built at first use by deu._cpp with the system compiler.
 #include <torch/extension.h>
 
@@ -26,161 +30,10 @@
 #include <string>
 #include <vector>
 
-// EXP_FLOOR for the vector helpers below.
 #include "deu_tables.h"
 #include "parametrisation.h"
 
-namespace deu_generated {
-
-// The element helpers of deu_kernels.h for SIMD vectors. They are declared
-// before the formulas, so the formulas' unqualified calls find them, and they
-// are more specialised than the scalar templates, so they win for vectors.
-// Comparisons give all-ones lane masks (for blendv) or 1/0 values (gt, lt):
-// NaN compares false everywhere, which keeps the scalar code's NaN behaviour.
-template <typename S>
-using Vec = at::vec::Vectorized<S>;
-
-// Inlined into the loops: a call would spill every live vector register.
-#define DEU_VEC inline __attribute__((always_inline))
-
-template <typename S>
-DEU_VEC Vec<S> exp(Vec<S> x) {
-  return x.exp();
-}
-template <typename S>
-DEU_VEC Vec<S> sin(Vec<S> x) {
-  return x.sin();
-}
-template <typename S>
-DEU_VEC Vec<S> cos(Vec<S> x) {
-  return x.cos();
-}
-template <typename S>
-DEU_VEC Vec<S> cexp(Vec<S> x, Vec<S> cap) {
-  const Vec<S> floor(static_cast<S>(EXP_FLOOR));
-  x = Vec<S>::blendv(x, cap, x > cap);
-  return Vec<S>::blendv(x, floor, x < floor).exp();
-}
-// In float, cexp's exponential is computed inline (SLEEF's is a call, and a
-// call spills every live vector register): after the clamp to [EXP_FLOOR, cap] (cap <= MAX_EXP_CAP)
-// no overflow, underflow or subnormal case is left. exp(x) = 2^n exp(r) with
-// n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, so r is exact to
-// float rounding) in [-ln 2 / 2, ln 2 / 2], and exp(r) by its Taylor
-// polynomial of degree 7 (truncation error below 1e-8 relative). NaN stays NaN:
-// min and max return their second operand when either is NaN.
-#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
-#if defined(CPU_CAPABILITY_AVX512)
-#define DEU_PS(op) _mm512_##op##_ps
-#define DEU_EPI32(op) _mm512_##op##_epi32
-#define DEU_ROUND(x) _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-#define DEU_AS_FLOAT _mm512_castsi512_ps
-#define DEU_TO_INT _mm512_cvtps_epi32
-#define DEU_SI(op) _mm512_##op##_si512
-#define DEU_ALL_LE(a, b) (_mm512_cmp_ps_mask(a, b, _CMP_LE_OQ) == 0xFFFF)
-#else
-#define DEU_PS(op) _mm256_##op##_ps
-#define DEU_EPI32(op) _mm256_##op##_epi32
-#define DEU_ROUND(x) _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-#define DEU_AS_FLOAT _mm256_castsi256_ps
-#define DEU_TO_INT _mm256_cvtps_epi32
-#define DEU_SI(op) _mm256_##op##_si256
-#define DEU_ALL_LE(a, b) (_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_LE_OQ)) == 0xFF)
-#endif
-template <>
-DEU_VEC Vec<float> cexp(Vec<float> v, Vec<float> cap) {
-  const auto x = DEU_PS(max)(DEU_PS(set1)(static_cast<float>(EXP_FLOOR)),
-                              DEU_PS(min)(static_cast<decltype(DEU_PS(set1)(0.f))>(cap), v));
-  const auto n = DEU_ROUND(DEU_PS(mul)(x, DEU_PS(set1)(1.44269504088896341f)));
-  auto r = DEU_PS(fnmadd)(n, DEU_PS(set1)(0.693145751953125f), x);
-  r = DEU_PS(fnmadd)(n, DEU_PS(set1)(1.42860682030941723212e-6f), r);
-  auto p = DEU_PS(set1)(1.f / 5040.f);
-  p = DEU_PS(fmadd)(p, r, DEU_PS(set1)(1.f / 720.f));
-  p = DEU_PS(fmadd)(p, r, DEU_PS(set1)(1.f / 120.f));
-  p = DEU_PS(fmadd)(p, r, DEU_PS(set1)(1.f / 24.f));
-  p = DEU_PS(fmadd)(p, r, DEU_PS(set1)(1.f / 6.f));
-  p = DEU_PS(fmadd)(p, r, DEU_PS(set1)(0.5f));
-  p = DEU_PS(fmadd)(p, r, DEU_PS(set1)(1.f));
-  p = DEU_PS(fmadd)(p, r, DEU_PS(set1)(1.f));
-  // 2^n from its exponent bits; n is in [-87, 21] here.
-  const auto bits = DEU_EPI32(slli)(DEU_EPI32(add)(DEU_TO_INT(n), DEU_EPI32(set1)(127)), 23);
-  return DEU_PS(mul)(p, DEU_AS_FLOAT(bits));
-}
-
-// sin and cos in float, inline, for the same reason; a formula's sin(x) and
-// cos(x) (they come in pairs) are then one computation after inlining (the
-// compiler merges them: one reduction per pair in the object code; only the
-// rare fallback calls SLEEF for each).
-// q = round(x 2/pi) and r = x - q pi/2, with pi/2 in three parts (each fused
-// multiply-add rounds once), so r is accurate to float rounding while
-// |x| <= 8192; sin and cos of r in [-pi/4, pi/4] by their Taylor polynomials
-// (to r^9 and r^10: truncation below 3e-9), and the quadrant q mod 4 swaps and
-// negates them. A vector with a lane beyond 8192 (or NaN) goes to SLEEF, as
-// ATen's own sin and cos do.
-struct SinCos {
-  Vec<float> sin, cos;
-};
-DEU_VEC SinCos sincos(Vec<float> v) {
-  const auto x = static_cast<decltype(DEU_PS(set1)(0.f))>(v);
-  const auto q = DEU_ROUND(DEU_PS(mul)(x, DEU_PS(set1)(0.636619772367581343f)));
-  auto r = DEU_PS(fnmadd)(q, DEU_PS(set1)(1.5707963705062866211f), x);
-  r = DEU_PS(fnmadd)(q, DEU_PS(set1)(-4.3711388286737928865e-8f), r);
-  r = DEU_PS(fnmadd)(q, DEU_PS(set1)(-1.7151245100059317e-15f), r);
-  const auto r2 = DEU_PS(mul)(r, r);
-  auto ps = DEU_PS(set1)(1.f / 362880.f);
-  ps = DEU_PS(fmadd)(ps, r2, DEU_PS(set1)(-1.f / 5040.f));
-  ps = DEU_PS(fmadd)(ps, r2, DEU_PS(set1)(1.f / 120.f));
-  ps = DEU_PS(fmadd)(ps, r2, DEU_PS(set1)(-1.f / 6.f));
-  const auto sin_r = DEU_PS(fmadd)(DEU_PS(mul)(ps, r2), r, r);
-  auto pc = DEU_PS(set1)(-1.f / 3628800.f);
-  pc = DEU_PS(fmadd)(pc, r2, DEU_PS(set1)(1.f / 40320.f));
-  pc = DEU_PS(fmadd)(pc, r2, DEU_PS(set1)(-1.f / 720.f));
-  pc = DEU_PS(fmadd)(pc, r2, DEU_PS(set1)(1.f / 24.f));
-  pc = DEU_PS(fmadd)(pc, r2, DEU_PS(set1)(-0.5f));
-  const auto cos_r = DEU_PS(fmadd)(pc, r2, DEU_PS(set1)(1.f));
-  // Quadrant: odd q swaps sin and cos (odd: all-ones lanes); bit 1 of q (of
-  // q + 1 for cos) negates.
-  const auto n = DEU_TO_INT(q), one = DEU_EPI32(set1)(1), two = DEU_EPI32(set1)(2);
-  const auto odd = DEU_AS_FLOAT(DEU_EPI32(sub)(DEU_SI(setzero)(), DEU_SI(and)(n, one)));
-  const auto sin_sign = DEU_AS_FLOAT(DEU_EPI32(slli)(DEU_SI(and)(n, two), 30));
-  const auto cos_sign = DEU_AS_FLOAT(DEU_EPI32(slli)(DEU_SI(and)(DEU_EPI32(add)(n, one), two), 30));
-  const auto sin_x = DEU_PS(or)(DEU_PS(and)(odd, cos_r), DEU_PS(andnot)(odd, sin_r));
-  const auto cos_x = DEU_PS(or)(DEU_PS(and)(odd, sin_r), DEU_PS(andnot)(odd, cos_r));
-  SinCos result{Vec<float>(DEU_PS(xor)(sin_x, sin_sign)), Vec<float>(DEU_PS(xor)(cos_x, cos_sign))};
-  // |x| <= 8192 in every lane (a NaN lane fails it).
-  const auto magnitude = DEU_PS(andnot)(DEU_PS(set1)(-0.f), x);
-  if (__builtin_expect(!DEU_ALL_LE(magnitude, DEU_PS(set1)(8192.f)), 0)) {
-    result.sin = v.sin();
-    result.cos = v.cos();
-  }
-  return result;
-}
-DEU_VEC Vec<float> sin(Vec<float> x) { return sincos(x).sin; }
-DEU_VEC Vec<float> cos(Vec<float> x) { return sincos(x).cos; }
-#endif
-template <typename S>
-DEU_VEC Vec<S> unclamped(Vec<S> x, Vec<S> cap) {
-  return x.gt(Vec<S>(static_cast<S>(EXP_FLOOR))) * x.lt(cap);
-}
-template <typename S>
-DEU_VEC Vec<S> step(Vec<S> t) {
-  return t.gt(Vec<S>(S(0)));
-}
-template <typename S>
-DEU_VEC Vec<S> sign(Vec<S> x) {
-  return x.gt(Vec<S>(S(0))) - x.lt(Vec<S>(S(0)));
-}
-template <typename S>
-DEU_VEC Vec<S> sigmoid(Vec<S> x) {
-  return Vec<S>(S(1)) / (Vec<S>(S(1)) + x.neg().exp());
-}
-template <int N, typename S>
-DEU_VEC Vec<S> ipow(Vec<S> x) {
-  Vec<S> result = x;
-  for (int i = 1; i < N; ++i) result = result * x;
-  return result;
-}
-
-}  // namespace deu_generated
+#include "vector_math.h"
 
 // Every formula inlined into the loops that use it: the per-element work then
 // stays in registers, and a loop that needs one output computes only that one.
@@ -188,200 +41,18 @@ DEU_VEC Vec<S> ipow(Vec<S> x) {
 #include "deu_kernels.h"
 // The classification rules.
 #include "deu_classify.h"
+// Tiles, runs and their loads and stores.
+#include "tiling.h"
 
 namespace {
 
 using namespace deu_generated;
+using namespace deu_cpu;
 
-// Neurons per tile: for (N, C) inputs one cache line of a row holds them all.
-constexpr int64_t TILE_NEURONS = 16;
-// Elements per tile and neuron, roughly: enough to amortise the per-neuron set-up.
-constexpr int64_t TILE_ELEMENTS = 8192;
 // Vector iterations between flushes of the float accumulators into double.
 constexpr int FLUSH_EVERY = 64;
 // Gravitation targets per neuron: a, b and c, the classified coefficients.
 constexpr int NUM_GRAVITATION = NUM_CLASSIFIED;
-
-// Where a neuron's elements are: x is (outer, neurons, inner), contiguous.
-struct Layout {
-  int64_t outer, neurons, inner;
-};
-
-// The tiles: neuron blocks x row chunks.
-// One tile: neurons [c_begin, c_end) in rows [row_begin, row_end); chunk is
-// the tile's row chunk.
-struct Tile {
-  int64_t chunk, c_begin, c_end, row_begin, row_end;
-};
-
-struct Tiling {
-  int64_t outer, neurons, neuron_blocks, row_chunks, rows_per_chunk;
-  explicit Tiling(const Layout& l) : outer(l.outer), neurons(l.neurons) {
-    neuron_blocks = (l.neurons + TILE_NEURONS - 1) / TILE_NEURONS;
-    const int64_t rows_wanted = std::max<int64_t>(1, TILE_ELEMENTS / std::max<int64_t>(1, l.inner));
-    rows_per_chunk = std::min<int64_t>(std::max<int64_t>(l.outer, 1), rows_wanted);
-    row_chunks = (l.outer + rows_per_chunk - 1) / rows_per_chunk;
-  }
-  int64_t count() const { return neuron_blocks * row_chunks; }
-  Tile tile(int64_t index) const {
-    const int64_t block = index / row_chunks, chunk = index % row_chunks;
-    const int64_t row_begin = chunk * rows_per_chunk, c_begin = block * TILE_NEURONS;
-    return {chunk, c_begin, std::min(neurons, c_begin + TILE_NEURONS), row_begin,
-            std::min(outer, row_begin + rows_per_chunk)};
-  }
-  // Tiles per task: as many elements as PyTorch's own elementwise grain, so a
-  // small input runs on one thread instead of paying for a parallel region.
-  int64_t grain(const Layout& l) const {
-    const int64_t per_tile = std::max<int64_t>(1, TILE_NEURONS * rows_per_chunk * l.inner);
-    return std::max<int64_t>(1, at::internal::GRAIN_SIZE / per_tile);
-  }
-};
-
-// Elements per neuron in the scratch runs of short rows.
-constexpr int64_t SPAN = 128;
-
-// Per-thread scratch for short rows: a block of neurons' runs, transposed.
-template <typename S>
-struct Scratch {
-  std::vector<S> x, g, out;
-  Scratch() : x(TILE_NEURONS * SPAN), g(TILE_NEURONS * SPAN), out(TILE_NEURONS * SPAN) {}
-};
-
-// dst[j * ld_dst + i] = src[i * ld_src + j] for i < m, j < n: for float, full
-// blocks go through ATen's in-register transposes (16x16 with AVX-512, 8x8
-// with AVX2), the rest element by element.
-template <typename S>
-inline void transpose_block(const S* src, int64_t ld_src, S* dst, int64_t ld_dst, int m, int n) {
-  int i = 0;
-#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
-  if constexpr (std::is_same_v<S, float>) {
-#if defined(CPU_CAPABILITY_AVX512)
-    constexpr int B = 16;
-#else
-    constexpr int B = 8;
-#endif
-    for (; i + B <= m; i += B) {
-      int j = 0;
-      for (; j + B <= n; j += B) {
-        at::vec::transpose_mxn<float, B, B>(src + i * ld_src + j, ld_src, dst + j * ld_dst + i, ld_dst);
-      }
-      for (int ii = i; ii < i + B; ++ii) {
-        for (int jj = j; jj < n; ++jj) dst[jj * ld_dst + ii] = src[ii * ld_src + jj];
-      }
-    }
-  }
-#endif
-  for (; i < m; ++i) {
-    for (int j = 0; j < n; ++j) dst[j * ld_dst + i] = src[i * ld_src + j];
-  }
-}
-
-// Copies rows [r0, r1) of neurons [c_begin, c_begin + width) into per-neuron
-// runs (run j at from + j * SPAN), and back. inner = 1, the (N, C) case, is a
-// matrix transpose: a row's neurons are contiguous there.
-template <typename S>
-inline void transpose_in(const Layout& l, int64_t c_begin, int64_t width, int64_t r0, int64_t r1,
-                         const S* src, S* runs) {
-  if (l.inner == 1) {
-    transpose_block(src + r0 * l.neurons + c_begin, l.neurons, runs, SPAN, static_cast<int>(r1 - r0),
-                    static_cast<int>(width));
-    return;
-  }
-  for (int64_t o = r0; o < r1; ++o) {
-    const S* row = src + (o * l.neurons + c_begin) * l.inner;
-    S* to = runs + (o - r0) * l.inner;
-    for (int64_t j = 0; j < width; ++j) {
-      for (int64_t i = 0; i < l.inner; ++i) to[j * SPAN + i] = row[j * l.inner + i];
-    }
-  }
-}
-
-template <typename S>
-inline void transpose_out(const Layout& l, int64_t c_begin, int64_t width, int64_t r0,
-                          int64_t r1, const S* runs, S* dst) {
-  if (l.inner == 1) {
-    transpose_block(runs, SPAN, dst + r0 * l.neurons + c_begin, l.neurons, static_cast<int>(width),
-                    static_cast<int>(r1 - r0));
-    return;
-  }
-  for (int64_t o = r0; o < r1; ++o) {
-    S* row = dst + (o * l.neurons + c_begin) * l.inner;
-    const S* from = runs + (o - r0) * l.inner;
-    for (int64_t j = 0; j < width; ++j) {
-      for (int64_t i = 0; i < l.inner; ++i) row[j * l.inner + i] = from[j * SPAN + i];
-    }
-  }
-}
-
-// For the neurons [c_begin, c_end) and the rows [row_begin, row_end): calls
-// setup(c, j) (j = c - c_begin) and then run(j, x, g, out, n) on contiguous runs
-// of neuron c's elements. Rows of at least one vector are runs in place.
-// Shorter rows (inner = 1 for (N, C) inputs, where neighbouring elements belong
-// to different neurons) are copied for the whole block of neurons, row by row,
-// into per-neuron runs of up to SPAN elements (a transpose), and the outputs
-// copied back. g and out may be null.
-template <typename S, typename Setup, typename Run>
-void for_each_run(const Layout& l, int64_t c_begin, int64_t c_end, int64_t row_begin,
-                  int64_t row_end, const S* x, const S* g, S* out, Scratch<S>& scratch,
-                  Setup&& setup, Run&& run) {
-  const int64_t inner = l.inner;
-  if (inner >= Vec<S>::size()) {
-    for (int64_t c = c_begin; c < c_end; ++c) {
-      setup(c, c - c_begin);
-      for (int64_t o = row_begin; o < row_end; ++o) {
-        const int64_t base = (o * l.neurons + c) * inner;
-        run(c - c_begin, x + base, g ? g + base : nullptr, out ? out + base : nullptr, inner);
-      }
-    }
-    return;
-  }
-  const int64_t width = c_end - c_begin, rows = std::max<int64_t>(1, SPAN / inner);
-  for (int64_t r0 = row_begin; r0 < row_end; r0 += rows) {
-    const int64_t r1 = std::min(row_end, r0 + rows), n = (r1 - r0) * inner;
-    transpose_in(l, c_begin, width, r0, r1, x, scratch.x.data());
-    if (g) transpose_in(l, c_begin, width, r0, r1, g, scratch.g.data());
-    for (int64_t j = 0; j < width; ++j) {
-      setup(c_begin + j, j);
-      run(j, scratch.x.data() + j * SPAN, g ? scratch.g.data() + j * SPAN : nullptr,
-          out ? scratch.out.data() + j * SPAN : nullptr, n);
-    }
-    if (!out) continue;
-    transpose_out(l, c_begin, width, r0, r1, scratch.out.data(), out);
-  }
-}
-
-// n elements from p as vectors of Vec<S>::size(), the last one partial.
-template <typename S>
-inline Vec<S> load_run(const S* p, int64_t j, int64_t n) {
-  const int64_t left = n - j;
-  return left >= Vec<S>::size() ? Vec<S>::loadu(p + j) : Vec<S>::loadu(p + j, left);
-}
-
-template <typename S>
-inline void store_run(S* p, int64_t j, int64_t n, Vec<S> v) {
-  const int64_t left = n - j;
-  if (left >= Vec<S>::size()) {
-    v.store(p + j);
-  } else {
-    v.store(p + j, static_cast<int>(left));
-  }
-}
-
-// y clamped to [-bound, bound]; NaN stays NaN.
-template <typename S>
-inline Vec<S> clamp_output(Vec<S> y, Vec<S> bound) {
-  y = Vec<S>::blendv(y, bound, y > bound);
-  return Vec<S>::blendv(y, bound.neg(), y < bound.neg());
-}
-
-template <typename S>
-inline double lane_sum(Vec<S> v) {
-  alignas(64) S lanes[Vec<S>::size()];
-  v.store(lanes);
-  double total = 0;
-  for (int j = 0; j < Vec<S>::size(); ++j) total += static_cast<double>(lanes[j]);
-  return total;
-}
 
 // The same error as deu/_autograd.py's _check_finite, as a Python ValueError.
 template <typename S>
