@@ -228,12 +228,14 @@ class _EagerDEU(torch.autograd.Function):
 
 def _eager(x: torch.Tensor, coeffs: torch.Tensor) -> bool:
     """Whether a call on the fused CPU kernel may take the eager path: plain CPU
-    tensors, no tracing, no dispatch or function mode, no functorch transform."""
+    tensors, no tracing (torch.compile, torch.export, torch.jit.trace), no
+    dispatch or function mode, no functorch transform."""
     return (
         type(x) is torch.Tensor
         and type(coeffs) in _PLAIN
         and x.device.type == "cpu"
         and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
         and torch._C._len_torch_dispatch_stack() == 0
         and not torch._C._is_torch_function_mode_enabled()
         and not torch._C._functorch.is_functorch_wrapped_tensor(x)

@@ -30,7 +30,7 @@ def coefficients_from_weight(weight: torch.Tensor, scale: float, parametrisation
     """
     if parametrisation == "linear":
         return weight * scale
-    if type(weight) in _PLAIN and not torch.compiler.is_compiling():
+    if type(weight) in _PLAIN and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
         return _Symlog.apply(weight, scale)
     return traced_coefficients(weight, scale, parametrisation)
 

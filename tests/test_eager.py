@@ -215,3 +215,14 @@ def test_under_autocast_the_layer_takes_the_general_path_with_the_same_result(mo
         y = layer(x)
     assert type(y.grad_fn).__name__ != "_EagerLayerBackward"
     assert torch.equal(y, layer(x))
+
+
+def test_torch_jit_trace_records_the_operator_not_the_eager_path():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), deu.DEU(3, init="random"))
+    x = torch.randn(5, 4)
+    with pytest.warns(torch.jit.TracerWarning):  # the shape checks become constants
+        traced = torch.jit.trace(model, x, check_trace=False)
+    graph = str(traced._modules["1"].graph)
+    assert "deu::forward" in graph and "_EagerLayer" not in graph
+    x2 = torch.randn(5, 4)
+    assert torch.equal(traced(x2), model(x2))
