@@ -129,7 +129,7 @@ def _validate(x: torch.Tensor, coeffs: torch.Tensor, dim: int, settings: dict) -
         raise ValueError(
             f"coeffs must be on the input's device ({x.device}), got coeffs on {coeffs.device}"
         )
-    check_settings(**{k: v for k, v in settings.items() if k != "gravitation"})
+    check_settings(**settings)
     return dim
 
 
@@ -212,12 +212,14 @@ def deu(
         NaN in its neuron's coefficient gradient); infinite inputs are not
         supported (NaN or a saturated value, depending on the subspace).
     """
+    epsilon, steepness = float(epsilon), float(steepness)
+    max_exponent, max_value = float(max_exponent), float(max_value)
+    rule = gravitation_rule(gravitation)
     settings = dict(
-        epsilon=float(epsilon),
-        steepness=float(steepness),
-        max_exponent=float(max_exponent),
-        max_value=float(max_value),
-        gravitation=gravitation_rule(gravitation),
+        epsilon=epsilon,
+        steepness=steepness,
+        max_exponent=max_exponent,
+        max_value=max_value,
         critical=critical,
     )
     dim = _validate(x, coeffs, dim, settings)
@@ -229,11 +231,11 @@ def deu(
         x.to(compute),
         coeffs.to(compute),
         dim,
-        float(epsilon),
-        float(steepness),
-        float(max_exponent),
-        float(max_value),
-        gravitation_rule(gravitation),
+        epsilon,
+        steepness,
+        max_exponent,
+        max_value,
+        rule,
         critical,
         resolve_backend(backend, x.device),
     )

@@ -11,7 +11,7 @@ from torch import nn
 
 from deu import functional
 from deu._autograd import deu_forward
-from deu._parametrisation import traced_coefficients
+from deu._parametrisation import coefficients_from_weight
 from deu._subspaces import SUBSPACE_NAMES
 from deu.benchmark.baselines import masked_every_subspace, per_neuron_loop
 from deu.benchmark.measurement import Settings, Workload
@@ -200,7 +200,7 @@ def layer_workloads(settings: Settings) -> Iterator[Workload]:
 
 
 def _through_the_operator(layer: DEU, x: torch.Tensor) -> torch.Tensor:
-    coeffs = traced_coefficients(layer.weight, layer.coefficient_scale, layer.parametrisation)
+    coeffs = coefficients_from_weight(layer.weight, layer.coefficient_scale, layer.parametrisation)
     return deu_forward(
         x,
         coeffs,

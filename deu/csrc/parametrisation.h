@@ -1,7 +1,8 @@
 // A deu.DEU layer's parametrisation (how its weight becomes the coefficients), for
-// the layer's eager path; deu/_parametrisation.py says what it computes and why.
-// Bit for bit the Python form's: expm1 is ATen's own operator, on a contiguous
-// buffer laid out as the Python form's w.abs() is (so the same vector and scalar
+// the layer's eager path; deu/_parametrisation.py's coefficients_from_weight says
+// what it computes and why. Bit for bit that Python form's values, and its
+// gradients wherever the weight is not NaN: expm1 is ATen's own operator, on a
+// contiguous buffer laid out as the Python form's clamped w is (so the same vector and scalar
 // lanes compute each element), and the rest is exact (abs, negation, choice) or
 // one IEEE operation in the tensor's dtype, as ATen computes a tensor-scalar
 // product (the scalar rounded to the dtype) and e + 1. From C++ the whole map is
@@ -44,7 +45,8 @@ inline std::vector<at::Tensor> parametrise(const at::Tensor& weight_in, double s
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t k = 0; k < columns; ++k) {
         const scalar_t v = w[r * columns + k];
-        // w = +-0 and NaN come through as they are, as in the Python form.
+        // w = +-0 and NaN come through as they are, with their sign, as in the
+        // Python form (whose clamp passes -0 and NaN through).
         const scalar_t e_k = k < kShaped ? ep[r * kShaped + k] : scalar_t(0);
         const scalar_t shaped = k < kShaped ? (v > 0 ? e_k : (v < 0 ? -e_k : v)) : v;
         o[r * columns + k] = shaped * s;
