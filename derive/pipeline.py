@@ -25,7 +25,17 @@ from derive.gravitation import gravitation_terms
 from derive.printer import Printer, RulePrinter
 from derive.render import ROOT, inputs_hash, render
 from derive.solve import solve
-from derive.spec import COEFFICIENTS, EXP_FLOOR, MAX_EXP_CAP, SUBSPACES, Subspace, by_name, t
+from derive.spec import (
+    COEFFICIENTS,
+    EXP_FLOOR,
+    GRAVITATION_RULES,
+    KERNEL_PARAMETERS,
+    MAX_EXP_CAP,
+    SUBSPACES,
+    Subspace,
+    by_name,
+    t,
+)
 from derive.verify import check_denominators, verify, verify_gravitation
 
 GENERATED = ROOT / "generated"
@@ -116,7 +126,48 @@ def _code_context(kernel: Kernel, printer: Printer) -> dict:
         "value": results(kernel.value, ["y"])["y"],
         "derivative_lines": _lines(printer, kernel.derivatives.assignments),
         "derivatives": results(kernel.derivatives, OUTPUT_NAMES),
+        "gravitation_terms": _gravitation_terms(kernel),
         "operations": _operations(kernel),
+    }
+
+
+def _output_of(p: sp.Symbol) -> str:
+    """The output that is dy/dp."""
+    return f"dy_d{p}"
+
+
+def _gravitation_terms(kernel: Kernel) -> tuple[bool, ...]:
+    """Per coefficient: whether its output dy/dp is a derived gravitation term."""
+    return tuple(_output_of(p) in kernel.derivation.gravitation for p in COEFFICIENTS)
+
+
+def _layout(kernels: list[Kernel]) -> dict:
+    """The kernels' tables of outputs, gravitation rules and parameters."""
+    # Per gravitation rule and subspace, which coefficients' outputs a backward sums.
+    summed = [
+        (rule, [[sums or not term for term in _gravitation_terms(k)] for k in kernels])
+        for rule, sums in GRAVITATION_RULES.items()
+    ]
+    # The formulas' inputs besides t: each a coefficient (None) or a parameter's name.
+    parameter_of = {symbol: name for name, symbol in KERNEL_PARAMETERS if symbol is not None}
+    formula_inputs = []
+    for symbol in kernels[0].neuron_inputs:
+        if symbol not in COEFFICIENTS and symbol not in parameter_of:
+            raise ValueError(
+                f"the formulas' input {symbol} is neither a coefficient nor in KERNEL_PARAMETERS"
+            )
+        formula_inputs.append((str(symbol), parameter_of.get(symbol)))
+    return {
+        "output_of_coefficient": [OUTPUT_NAMES.index(_output_of(p)) for p in COEFFICIENTS],
+        "summed": summed,
+        "summed_bits": [
+            (rule, [sum(1 << j for j, use in enumerate(row) if use) for row in table])
+            for rule, table in summed
+        ],
+        "parameters": [
+            (name, None if symbol is None else str(symbol)) for name, symbol in KERNEL_PARAMETERS
+        ],
+        "formula_inputs": formula_inputs,
     }
 
 
@@ -234,6 +285,7 @@ def _context(backend: Backend, kernels: list[Kernel]) -> dict:
         "coefficients": [str(p) for p in COEFFICIENTS],
         "outputs": OUTPUT_NAMES,
         "rules": _rules_context(backend.rules) if backend.rules else None,
+        "layout": _layout(kernels),
     }
 
 

@@ -435,6 +435,24 @@ CLASSIFICATION = Classification(
 )
 
 
+# The layer's outward-gravitation rules (its ``gravitation`` setting), each with
+# whether a backward sums the derived gravitation terms: the outputs dy/dp of a
+# subspace in which p is zero (derive/gravitation.py), which y does not depend
+# on. Every other output a backward needs is always summed. "neighbour" (the
+# paper's rule) adds its own term, outside the kernels.
+GRAVITATION_RULES = {"derived": True, "neighbour": False, "off": False}
+
+# The settings the Triton kernels read from their parameter vector, in its
+# order, each with the formulas' symbol it sets (None: read by the drivers: the
+# output bound and the classifier's epsilon).
+KERNEL_PARAMETERS = (
+    ("steepness", s),
+    ("max_value", None),
+    ("max_exponent", max_exponent),
+    ("epsilon", None),
+)
+
+
 def by_name(name: str) -> Subspace:
     for subspace in SUBSPACES:
         if subspace.name == name:

@@ -169,8 +169,7 @@ def backward(x, coeffs, g, settings: Settings, need_input: bool, need_coeffs: bo
         g.contiguous(),
         coeffs.contiguous(),
         *_kernel_arguments(x, settings),
-        settings.gravitation == "neighbour",
-        settings.gravitation == "derived",
+        generated.GRAVITATION_RULES.index(settings.gravitation),
         need_input,
         need_coeffs,
     )

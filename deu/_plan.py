@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from deu._generated import COEFFICIENTS, OUTPUTS, SUBSPACES
+from deu._generated import COEFFICIENTS, OUTPUT_OF_COEFFICIENT, SUBSPACES, SUMMED
 
 # Columns of the coefficient matrix, and the matching outputs of the kernels
 # (output 0 is y, output 1 is dy/dt).
@@ -22,9 +22,11 @@ from deu._generated import COEFFICIENTS, OUTPUTS, SUBSPACES
 # rule, which is specific to this ODE.)
 NUM_COEFFICIENTS = len(COEFFICIENTS)
 _A, _B, _C, _C1, _C2 = (COEFFICIENTS.index(name) for name in ("a", "b", "c", "c1", "c2"))
-_OUTPUT_OF_COEFF = tuple(OUTPUTS.index(f"dy_d{name}") for name in COEFFICIENTS)
-# The gravitation rules (Settings.gravitation), "off" for none.
+_OUTPUT_OF_COEFF = OUTPUT_OF_COEFFICIENT
+# The gravitation rules a user names (Settings.gravitation, which is "off" for
+# none); the generated SUMMED table has a row for each.
 GRAVITATION_RULES = ("derived", "neighbour")
+assert set(SUMMED) == {*GRAVITATION_RULES, "off"}, f"generated gravitation rules {tuple(SUMMED)}"
 
 
 @dataclass(frozen=True)
@@ -77,12 +79,12 @@ def _neuron_quantities(subspace, coeffs: torch.Tensor, shape: list[int], setting
     return subspace.neuron(*columns, settings.steepness, settings.max_exponent)
 
 
-def summed_outputs(subspace, settings: Settings) -> tuple[bool, ...]:
-    """Which of the outputs dy/d(a, b, c, c1, c2) a backward sums: in a subspace
-    where p is zero, dy/dp is the derived gravitation term, used only with that
-    rule. (The fused CPU kernel applies the same rule in C++.)"""
-    derived = settings.gravitation == "derived"
-    return (*(derived or not zero for zero in subspace.zero), True, True)
+def summed_outputs(subspace: int, settings: Settings) -> tuple[bool, ...]:
+    """Which of the outputs dy/d(a, b, c, c1, c2) a backward sums in the subspace
+    with index ``subspace``: in a subspace where p is zero, dy/dp is the derived
+    gravitation term, used only with that rule (the generated SUMMED table, which
+    the fused CPU kernel and the Triton kernels read too)."""
+    return SUMMED[settings.gravitation][subspace]
 
 
 def _reduce(values: torch.Tensor, dim: int) -> torch.Tensor:

@@ -34,21 +34,26 @@ import torch
 import triton
 import triton.language as tl
 
-from deu._generated import CLASSIFIED, COEFFICIENTS, CRITICAL_RULES, SUBSPACES
-from deu._generated.deu_triton import NUM_COEFFICIENTS, derivatives, value
-from deu._generated.deu_triton import classify as rules_classify
+from deu._generated import COEFFICIENTS, CRITICAL_RULES, SUBSPACES
+from deu._generated.deu_triton import (
+    DY_DT,
+    MAX_VALUE,
+    NUM_COEFFICIENTS,
+    PARAMETERS,
+    SUMMED,
+    Y,
+    classify_rows,
+    derivatives_at,
+    store_coefficient_sums,
+    value_at,
+)
 from deu._neighbour import _gravitation
-from deu._plan import Settings, _flat, _groups, _take, summed_outputs
+from deu._plan import Settings, _flat, _groups, _take
 from deu._subspaces import unclassified_error
 
 # Interpreted: triton.jit was applied with TRITON_INTERPRET=1 set, so the
 # kernels run in Python on CPU tensors (how the tests run them).
-INTERPRETED = not isinstance(value, triton.runtime.JITFunction)
-
-
-# The coefficients' columns that the rules read and rewrite.
-_CLASSIFIED = tuple(COEFFICIENTS.index(name) for name in CLASSIFIED)
-assert _CLASSIFIED == (0, 1, 2), f"classify_kernel loads a, b, c from 0, 1, 2, not {_CLASSIFIED}"
+INTERPRETED = not isinstance(value_at, triton.runtime.JITFunction)
 
 
 @triton.jit
@@ -56,29 +61,18 @@ def classify_kernel(
     coeffs_ptr, params_ptr, effective_ptr, index_ptr, n,
     CRITICAL: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    """The generated rules (``deu._generated.deu_triton.classify``, the same
+    """The generated rules (``deu._generated.deu_triton.classify_rows``, the same
     statements as deu._subspaces.classify's) for BLOCK neurons a program.
 
     One launch instead of the ~100 elementwise steps of the PyTorch version on
     (C,)-sized tensors. Launched without floating-point contraction, so b*b - 4ac
     and b*b/(4a) round as the PyTorch steps do and every neuron lands in the same
-    subspace (tests/test_triton.py compares the two bit for bit). epsilon is
-    params[3], in the coefficients' dtype, as torch compares with it.
+    subspace (tests/test_triton.py compares the two bit for bit). epsilon is in
+    the parameter vector, in the coefficients' dtype, as torch compares with it.
     """
     neuron = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = neuron < n
-    base = coeffs_ptr + neuron * NUM_COEFFICIENTS
-    a = tl.load(base, mask=ok, other=1.0)
-    b = tl.load(base + 1, mask=ok, other=1.0)
-    c = tl.load(base + 2, mask=ok, other=1.0)
-    epsilon = tl.load(params_ptr + 3)
-    a, b, c, index = rules_classify(a, b, c, epsilon, CRITICAL)
-    out = effective_ptr + neuron * NUM_COEFFICIENTS
-    tl.store(out, a, mask=ok)
-    tl.store(out + 1, b, mask=ok)
-    tl.store(out + 2, c, mask=ok)
-    for j in tl.static_range(3, NUM_COEFFICIENTS):
-        tl.store(out + j, tl.load(base + j, mask=ok), mask=ok)
+    index = classify_rows(coeffs_ptr, effective_ptr, neuron, ok, params_ptr, CRITICAL)
     tl.store(index_ptr + neuron, index, mask=ok)
 
 
@@ -87,7 +81,7 @@ CLASSIFY_BLOCK = 128
 
 def classify(coeffs: torch.Tensor, params: torch.Tensor, critical: str):
     """(effective coefficients, subspace index per neuron), as deu._subspaces.classify
-    returns them, in one kernel launch; ``params[3]`` is epsilon."""
+    returns them, in one kernel launch; ``params`` is the parameter vector."""
     neurons = coeffs.shape[0]
     effective = torch.empty_like(coeffs)
     index = torch.empty(neurons, dtype=torch.long, device=coeffs.device)
@@ -116,13 +110,6 @@ def _tile(neurons_ptr, n_group, rows, neurons, inner, BLOCK_M: tl.constexpr, BLO
 
 
 @triton.jit
-def _coefficients(coeffs_ptr, neuron):
-    """(a, b, c, c1, c2) of the neurons, shaped (1, BLOCK_N) to broadcast."""
-    base = coeffs_ptr + neuron[None, :] * NUM_COEFFICIENTS
-    return tl.load(base), tl.load(base + 1), tl.load(base + 2), tl.load(base + 3), tl.load(base + 4)
-
-
-@triton.jit
 def forward_kernel(
     x_ptr,
     y_ptr,
@@ -140,14 +127,10 @@ def forward_kernel(
     neuron, col_ok, offsets, mask = _tile(
         neurons_ptr, n_group, rows, neurons, inner, BLOCK_M, BLOCK_N
     )
-    a, b, c, c1, c2 = _coefficients(coeffs_ptr, neuron)
-    # Steepness, bound and exponent cap in the input's dtype (a float argument
-    # would be float32).
-    steepness = tl.load(params_ptr)
-    bound = tl.load(params_ptr + 1)
-    cap = tl.load(params_ptr + 2)
+    # The settings are in the input's dtype (a float argument would be float32).
+    bound = tl.load(params_ptr + MAX_VALUE)
     t = tl.load(x_ptr + offsets, mask=mask, other=0.0)
-    y = value(SUBSPACE, t, a, b, c, c1, c2, steepness, cap)
+    y = value_at(SUBSPACE, t, coeffs_ptr, neuron, params_ptr)
     # Comparisons keep NaN as NaN, as torch.clamp does.
     y = tl.where(y > bound, bound, tl.where(y < -bound, -bound, y))
     tl.store(y_ptr + offsets, y, mask=mask)
@@ -171,46 +154,29 @@ def backward_kernel(
     NEED_INPUT: tl.constexpr,
     NEED_COEFFS: tl.constexpr,
     WRITE_MASKED_G: tl.constexpr,
-    SUM_A: tl.constexpr,
-    SUM_B: tl.constexpr,
-    SUM_C: tl.constexpr,
+    SUMMED: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
     neuron, col_ok, offsets, mask = _tile(
         neurons_ptr, n_group, rows, neurons, inner, BLOCK_M, BLOCK_N
     )
-    a, b, c, c1, c2 = _coefficients(coeffs_ptr, neuron)
-    steepness = tl.load(params_ptr)
-    bound = tl.load(params_ptr + 1)
-    cap = tl.load(params_ptr + 2)
+    bound = tl.load(params_ptr + MAX_VALUE)
     t = tl.load(x_ptr + offsets, mask=mask, other=0.0)
     g = tl.load(g_ptr + offsets, mask=mask, other=0.0)
-    y, dy_dt, dy_da, dy_db, dy_dc, dy_dc1, dy_dc2 = derivatives(
-        SUBSPACE, t, a, b, c, c1, c2, steepness, cap
-    )
-    # A coefficient that is zero in the subspace has the derived gravitation
-    # term as its output; SUM_* is False where that is not to be used.
-    if not SUM_A:
-        dy_da = tl.zeros_like(t)
-    if not SUM_B:
-        dy_db = tl.zeros_like(t)
-    if not SUM_C:
-        dy_dc = tl.zeros_like(t)
+    d = derivatives_at(SUBSPACE, t, coeffs_ptr, neuron, params_ptr)
     # The output clamp passes no gradient where it is active.
-    g = g * (tl.abs(y) <= bound).to(g.dtype)
+    g = g * (tl.abs(d[Y]) <= bound).to(g.dtype)
     if NEED_INPUT:
-        tl.store(grad_x_ptr + offsets, g * dy_dt, mask=mask)
+        tl.store(grad_x_ptr + offsets, g * d[DY_DT], mask=mask)
     if WRITE_MASKED_G:
         tl.store(masked_g_ptr + offsets, g, mask=mask)
     if NEED_COEFFS:
-        # Lanes outside the tensor may hold any value (even NaN): summed as 0.
-        out = partials_ptr + (tl.program_id(0).to(tl.int64) * neurons + neuron) * NUM_COEFFICIENTS
-        tl.store(out, tl.sum(tl.where(mask, g * dy_da, 0.0), axis=0), mask=col_ok)
-        tl.store(out + 1, tl.sum(tl.where(mask, g * dy_db, 0.0), axis=0), mask=col_ok)
-        tl.store(out + 2, tl.sum(tl.where(mask, g * dy_dc, 0.0), axis=0), mask=col_ok)
-        tl.store(out + 3, tl.sum(tl.where(mask, g * dy_dc1, 0.0), axis=0), mask=col_ok)
-        tl.store(out + 4, tl.sum(tl.where(mask, g * dy_dc2, 0.0), axis=0), mask=col_ok)
+        # A coefficient that is zero in the subspace has the derived gravitation
+        # term as its output: SUMMED (the generated table's bits) leaves it out
+        # where it is not to be used.
+        row = (tl.program_id(0).to(tl.int64) * neurons + neuron) * NUM_COEFFICIENTS
+        store_coefficient_sums(partials_ptr + row, g, d, mask, col_ok, SUMMED)
 
 
 def blocks(inner: int, dtype: torch.dtype) -> tuple[int, int]:
@@ -257,9 +223,9 @@ def _launch_plan(x: torch.Tensor, coeffs: torch.Tensor, settings: Settings):
     None if the classification kernel failed (warned once)."""
     # Filled on the device (torch.tensor of a list would copy from the host and
     # wait for the stream).
-    params = x.new_empty(4)
-    params[0], params[1], params[2] = settings.steepness, settings.max_value, settings.max_exponent
-    params[3] = settings.epsilon
+    params = x.new_empty(len(PARAMETERS))
+    for i, name in enumerate(PARAMETERS):
+        params[i] = getattr(settings, name)
     try:
         effective, index = classify(coeffs.contiguous(), params, settings.critical)
     except Exception as error:  # noqa: BLE001 - any compile or launch failure: fall back
@@ -358,13 +324,12 @@ def backward(
             if rows == 0:
                 break
             write_masked_g = gravitation and any(SUBSPACES[s].zero)
-            sums = summed_outputs(SUBSPACES[s], settings)
             grid = (row_blocks, triton.cdiv(len(idx), block_n))
             backward_kernel[grid](
                 x, g, effective, params, idx, grad_x, masked_g, partials,
                 len(idx), rows, neurons, inner,
                 SUBSPACE=s, NEED_INPUT=need_input, NEED_COEFFS=need_coeffs,
-                WRITE_MASKED_G=write_masked_g, SUM_A=sums[0], SUM_B=sums[1], SUM_C=sums[2],
+                WRITE_MASKED_G=write_masked_g, SUMMED=SUMMED[settings.gravitation][s],
                 BLOCK_M=block_m, BLOCK_N=block_n,
             )  # fmt: skip
     except Exception as error:  # noqa: BLE001 - any compile or launch failure: fall back

@@ -83,7 +83,8 @@ def _source(variant: Variant) -> ASTSource:
         pointers += ["grad_x_ptr", "masked_g_ptr", "partials_ptr"]
         # Every output on: the other flag values only remove stores.
         flags = {"SUBSPACE": variant.subspace, "NEED_INPUT": True, "NEED_COEFFS": True}
-        flags |= {"WRITE_MASKED_G": True, "SUM_A": True, "SUM_B": True, "SUM_C": True, **tile}
+        summed_all = (1 << len(_triton.COEFFICIENTS)) - 1
+        flags |= {"WRITE_MASKED_G": True, "SUMMED": summed_all, **tile}
     signature = {p: pointer for p in pointers} | {"neurons_ptr": "*i64"} | sizes
     signature |= {name: "constexpr" for name in flags}
     # Keep the kernel's own argument order.

@@ -132,7 +132,7 @@ def torch_backward(
             input_parts.append((idx, gs * outputs[1]))
         if not need_coeffs:
             continue
-        summed = summed_outputs(subspace, settings)
+        summed = summed_outputs(s, settings)
         columns = [
             _reduce(gs * d, dim) if d is not None and use else torch.zeros_like(group_coeffs[:, 0])
             for d, use in zip((outputs[o] for o in _OUTPUT_OF_COEFF), summed, strict=True)

@@ -172,40 +172,94 @@ OUTPUT_CLAMP = (
 # neighbour rule switched off; caught by the independent references of
 # test_gravitation.py (and the backends' per-element comparison).
 GRAVITATION_TESTS = (*FAST, "tests/test_gravitation.py")
-DERIVED_IN_PYTHON = Edit(
-    PLAN_PY,
-    "return (*(derived or not zero for zero in subspace.zero), True, True)",
-    "return (*(not zero for zero in subspace.zero), True, True)",
-)
+PIPELINE_PY = "derive/pipeline.py"
 GRAVITATION = [
-    Mutant("py-derived-gravitation-dropped", (DERIVED_IN_PYTHON,), GRAVITATION_TESTS),
+    # The rule is written once (derive/spec.py, the derivation's gravitation
+    # outputs, the pipeline's SUMMED table): a mutant there is every backend's bug.
+    Mutant(
+        "spec-derived-gravitation-not-summed",
+        (
+            Edit(
+                SPEC_PY,
+                'GRAVITATION_RULES = {"derived": True,',
+                'GRAVITATION_RULES = {"derived": False,',
+            ),
+        ),
+        GRAVITATION_TESTS,
+    ),
+    Mutant(
+        "spec-neighbour-rule-sums-derived-terms",
+        (Edit(SPEC_PY, '"neighbour": False, "off": False}', '"neighbour": True, "off": False}'),),
+        GRAVITATION_TESTS,
+    ),
+    Mutant(
+        "pipeline-gravitation-terms-missed",
+        (
+            Edit(
+                PIPELINE_PY,
+                "return tuple(_output_of(p) in kernel.derivation.gravitation for p in COEFFICIENTS)",
+                "return tuple(False for p in COEFFICIENTS)",
+            ),
+        ),
+        GRAVITATION_TESTS,
+    ),
+    Mutant(
+        "pipeline-output-of-coefficient-shifted",
+        (
+            Edit(
+                PIPELINE_PY,
+                '"output_of_coefficient": [OUTPUT_NAMES.index(_output_of(p)) for p in COEFFICIENTS],',
+                '"output_of_coefficient": [OUTPUT_NAMES.index(_output_of(p)) % 6 + 1 for p in COEFFICIENTS],',
+            ),
+        ),
+        GRAVITATION_TESTS,
+    ),
+    # The drivers' reading of the table.
+    Mutant(
+        "py-derived-gravitation-dropped",
+        (
+            Edit(
+                PLAN_PY,
+                "return SUMMED[settings.gravitation][subspace]",
+                'return SUMMED["off"][subspace]',
+            ),
+        ),
+        GRAVITATION_TESTS,
+    ),
     Mutant(
         "py-neighbour-gravitation-dropped",
         (Edit(VALUES_PY, 'if settings.gravitation == "neighbour":', "if False:"),),
         GRAVITATION_TESTS,
     ),
-    *(
-        Mutant(
-            f"cpp-derived-gravitation-in-{p}-dropped",
-            (
-                Edit(
-                    KERNEL_SOURCE,
-                    f"const bool use_{p} = !ZERO[S][{j}] || derived_gravitation;",
-                    f"const bool use_{p} = !ZERO[S][{j}];",
-                ),
+    Mutant(
+        "cpp-derived-gravitation-dropped",
+        (
+            Edit(
+                KERNEL_SOURCE,
+                "= SUMMED[gravitation];",
+                "= SUMMED[GRAVITATION_OFF];",
             ),
-            GRAVITATION_TESTS,
-        )
-        for j, p in enumerate("abc")
+        ),
+        GRAVITATION_TESTS,
+    ),
+    Mutant(
+        "cpp-summed-table-ignored",
+        (
+            Edit(
+                KERNEL_SOURCE,
+                "if (use[p]) v[p] = at::vec::fmadd(",
+                "v[p] = at::vec::fmadd(",
+            ),
+        ),
+        GRAVITATION_TESTS,
     ),
     Mutant(
         "cpp-derived-gravitation-in-c-negated",
         (
             Edit(
                 KERNEL_SOURCE,
-                "if (use_c) v2 = at::vec::fmadd(gi, d[4], v2);",
-                "if (use_c) v2 = ZERO[S][2] ? at::vec::fmadd(gi.neg(), d[4], v2)"
-                " : at::vec::fmadd(gi, d[4], v2);",
+                "if (use[p]) v[p] = at::vec::fmadd(gi, d[",
+                "if (use[p]) v[p] = at::vec::fmadd(p == 2 && ZERO[S][2] ? gi.neg() : gi, d[",
             ),
         ),
         GRAVITATION_TESTS,

@@ -32,6 +32,7 @@ import pytest
 import torch
 from scipy.linalg import expm
 
+from deu import _cpp
 from deu import functional as F
 
 BACKENDS = ["torch", "auto"]
@@ -577,3 +578,46 @@ def test_no_coefficient_gradient_is_absurd_over_a_random_population(backend):
     worst = c.grad.abs().max(0).values
     assert torch.isfinite(c.grad).all()
     assert (worst < 1e6).all(), f"largest |d mean(y)/d(a, b, c, c1, c2)|: {worst.tolist()}"
+
+
+# One neuron per zero/sign pattern of (a, b, c), chosen by value (not from the
+# generated tables), with c1 and c2 nonzero.
+PATTERN_EXAMPLES = [
+    (0.0, 0.0, 1.5),
+    (0.0, 1.0, 0.0),
+    (0.0, 0.8, 1.2),
+    (1.0, 0.0, 0.0),
+    (1.0, 0.0, 2.0),
+    (1.0, 0.0, -2.0),
+    (1.0, 0.5, 0.0),
+    (1.0, 3.0, 1.0),
+    (1.0, 2.0, 1.0),
+    (1.0, 0.5, 2.0),
+]
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+@pytest.mark.parametrize("abc", PATTERN_EXAMPLES)
+def test_each_rule_sums_the_derived_terms_only_where_it_uses_them(abc, backend):
+    """In every subspace: without gravitation a coefficient that is zero gets a
+    zero gradient; the derived rule gives it a gradient; the other coefficients
+    get the same gradient under every rule (the backward's summed outputs)."""
+    if backend == "cpp" and not _cpp.available():
+        pytest.skip("the fused CPU kernel is not built here")
+    x = torch.linspace(-2.0, 3.0, 41, dtype=torch.float64).reshape(-1, 1)
+    coeffs = torch.tensor([[*abc, 0.3, -0.2]], dtype=torch.float64)
+    g = torch.linspace(0.5, 1.5, 41, dtype=torch.float64).reshape(-1, 1)
+    grads = {
+        rule: gradient(x, coeffs, g, backend, gravitation=setting)[0]
+        for rule, setting in (("off", False), ("derived", "derived"), ("neighbour", "neighbour"))
+    }
+    zero = [p for p in range(3) if abc[p] == 0.0]
+    kept = [p for p in range(5) if p not in zero]
+    assert all(grads["off"][p].item() == 0.0 for p in zero), grads["off"]
+    assert all(grads["derived"][p].item() != 0.0 for p in zero), grads["derived"]
+    # The ODE's order (2 with a, 1 with b alone, else 0) is how many of c1, c2 enter y.
+    order = 2 if abc[0] else 1 if abc[1] else 0
+    used = [p for p in kept if p < 3 or p - 3 < order]
+    assert all(grads["off"][p].item() != 0.0 for p in used), grads["off"]
+    for rule in ("derived", "neighbour"):
+        assert torch.equal(grads[rule][kept], grads["off"][kept]), (rule, grads)

@@ -28,6 +28,7 @@
 #include <cstdio>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "deu_tables.h"
@@ -53,6 +54,12 @@ using namespace deu_cpu;
 constexpr int FLUSH_EVERY = 64;
 // Gravitation targets per neuron: a, b and c, the classified coefficients.
 constexpr int NUM_GRAVITATION = NUM_CLASSIFIED;
+
+// f(std::integral_constant<int, I>()) for each I of the sequence, in order.
+template <typename F, int... I>
+void for_each_index(std::integer_sequence<int, I...>, F&& f) {
+  (f(std::integral_constant<int, I>()), ...);
+}
 
 // The same error as deu/_autograd.py's _check_finite, as a Python ValueError.
 template <typename S>
@@ -357,14 +364,14 @@ void mean_inputs(const S* xp, const Layout& l, const std::vector<char>& want, st
 
 // Returns (grad_x, grad of (a, b, c, c1, c2) per neuron); empty where not needed.
 // The clamp passes no gradient where it is active. A neuron singular in p in
-// (a, b, c) gets sum g * z_p, its subspace's derived gravitation output, with
-// derived_gravitation, and sum g * dh/dp of its neighbour h with
-// neighbour_gravitation (the paper's rule); neither without gravitation.
+// (a, b, c) gets sum g * z_p, its subspace's derived gravitation output, where
+// the generated SUMMED table says so for the rule ``gravitation`` (an index of
+// GRAVITATION_RULES), and sum g * dh/dp of its neighbour h with the rule
+// GRAVITATION_NEIGHBOUR (the paper's).
 std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor g, torch::Tensor coeffs,
                                     int64_t outer, int64_t neurons, int64_t inner, double epsilon,
                                     double steepness, double max_exponent, double max_value, bool critical_paper,
-                                    bool neighbour_gravitation, bool derived_gravitation,
-                                    bool need_input, bool need_coeffs) {
+                                    int64_t gravitation, bool need_input, bool need_coeffs) {
   check(x, "x", x.scalar_type());
   check(g, "grad_output", x.scalar_type());
   check(coeffs, "coeffs", x.scalar_type());
@@ -373,6 +380,11 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor g, torch::Ten
               "deu cpu kernel: x, grad_output and coeffs must have ", outer * neurons * inner,
               ", ", outer * neurons * inner, " and ", neurons * NUM_COEFFICIENTS, " elements, got ", x.numel(),
               ", ", g.numel(), " and ", coeffs.numel());
+  TORCH_CHECK_VALUE(gravitation >= 0 && gravitation < NUM_GRAVITATION_RULES,
+                    "deu cpu kernel: gravitation must be a rule index in [0, ", NUM_GRAVITATION_RULES,
+                    "), got ", gravitation);
+  const bool neighbour_gravitation = gravitation == GRAVITATION_NEIGHBOUR;
+  const bool(&summed)[NUM_SUBSPACES][NUM_COEFFICIENTS] = SUMMED[gravitation];
   auto grad_x = need_input ? torch::empty_like(x) : torch::empty({0}, x.options());
   auto grad_coeffs =
       need_coeffs ? torch::zeros({neurons, NUM_COEFFICIENTS}, x.options()) : torch::empty({0}, x.options());
@@ -394,7 +406,7 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor g, torch::Ten
       bool any = false;
       for (int64_t c = 0; c < neurons; ++c) {
         const bool* zero = ZERO[subspace[c]];
-        singular[c] = zero[0] || zero[1] || zero[2];
+        for (int p = 0; p < NUM_CLASSIFIED; ++p) singular[c] = singular[c] || zero[p];
         any = any || singular[c];
       }
       if (any) {
@@ -473,8 +485,8 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor g, torch::Ten
           }
           acc.pending = 0;
         };
-        // Neighbour p's derivative in its own coefficient (output 2 + p), with
-        // the masked g of the piece.
+        // Neighbour p's derivative in its own coefficient, with the masked g of
+        // the piece.
         auto neighbour_pass = [&](auto p, Accumulator& acc, const scalar_t* xs, int64_t n) {
           constexpr int P = decltype(p)::value;
           if (nb[P] < 0) return;
@@ -482,7 +494,7 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor g, torch::Ten
             constexpr int H = decltype(subspace)::value;
             V h = acc.h[P];
             for (int64_t j = 0; j < n; j += V::size()) {
-              const V dh = derivative_in<H, 2 + P>(load_run(xs, j, n), hp[P]);
+              const V dh = derivative_in<H, OUTPUT_OF_COEFFICIENT[P]>(load_run(xs, j, n), hp[P]);
               h = at::vec::fmadd(V::loadu(masked + j), dh, h);
             }
             acc.h[P] = h;
@@ -512,10 +524,9 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor g, torch::Ten
                   constexpr int S = decltype(subspace)::value;
                   // A coefficient that is zero in S has the derived gravitation term
                   // as its output: summed only with that rule.
-                  const bool use_a = !ZERO[S][0] || derived_gravitation;
-                  const bool use_b = !ZERO[S][1] || derived_gravitation;
-                  const bool use_c = !ZERO[S][2] || derived_gravitation;
-                  V v0 = acc.v[0], v1 = acc.v[1], v2 = acc.v[2], v3 = acc.v[3], v4 = acc.v[4];
+                  const bool* use = summed[S];
+                  V v[NUM_COEFFICIENTS];
+                  for (int p = 0; p < NUM_COEFFICIENTS; ++p) v[p] = acc.v[p];
                   for (int64_t j = 0; j < m; j += V::size()) {
                     const V t = load_run(xm, j, m);
                     V d[NUM_OUTPUTS];
@@ -525,20 +536,17 @@ std::vector<torch::Tensor> backward(torch::Tensor x, torch::Tensor g, torch::Ten
                     const V gi = V::blendv(zero, load_run(gm, j, m), inside);
                     if (gxm) store_run(gxm, j, m, gi * d[1]);
                     if (!need_coeffs) continue;
-                    if (use_a) v0 = at::vec::fmadd(gi, d[2], v0);
-                    if (use_b) v1 = at::vec::fmadd(gi, d[3], v1);
-                    if (use_c) v2 = at::vec::fmadd(gi, d[4], v2);
-                    v3 = at::vec::fmadd(gi, d[5], v3);
-                    v4 = at::vec::fmadd(gi, d[6], v4);
+                    for (int p = 0; p < NUM_COEFFICIENTS; ++p) {
+                      if (use[p]) v[p] = at::vec::fmadd(gi, d[OUTPUT_OF_COEFFICIENT[p]], v[p]);
+                    }
                     if (any_neighbour) gi.store(masked + j);
                   }
-                  acc.v[0] = v0, acc.v[1] = v1, acc.v[2] = v2, acc.v[3] = v3, acc.v[4] = v4;
+                  for (int p = 0; p < NUM_COEFFICIENTS; ++p) acc.v[p] = v[p];
                 });
                 if (!need_coeffs) continue;
                 if (any_neighbour) {
-                  neighbour_pass(std::integral_constant<int, 0>(), acc, xm, m);
-                  neighbour_pass(std::integral_constant<int, 1>(), acc, xm, m);
-                  neighbour_pass(std::integral_constant<int, 2>(), acc, xm, m);
+                  for_each_index(std::make_integer_sequence<int, NUM_GRAVITATION>(),
+                                 [&](auto p) { neighbour_pass(p, acc, xm, m); });
                 }
                 acc.pending += static_cast<int>((m + V::size() - 1) / V::size());
                 if (acc.pending >= FLUSH_EVERY) flush(acc);
