@@ -82,8 +82,8 @@ def backward_values(
     coeffs: torch.Tensor,
     g: torch.Tensor,
     settings: Settings,
-    need_input: bool = True,
-    need_coeffs: bool = True,
+    need_input: bool,
+    need_coeffs: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad of x, grad of coeffs) for the output gradient g; empty where not needed."""
     if coeffs.shape[0] == 0:
@@ -109,8 +109,8 @@ def torch_backward(
     coeffs: torch.Tensor,
     g: torch.Tensor,
     settings: Settings,
-    need_input: bool = True,
-    need_coeffs: bool = True,
+    need_input: bool,
+    need_coeffs: bool,
     groups: list | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The PyTorch path's backward; ``groups`` as for :func:`torch_forward`."""

@@ -107,12 +107,7 @@ EQUIVALENT = [
     ),
     Equivalent("_groups", "torch.sort(index, )", "as above"),
     Equivalent("_groups", "torch.sort(index, stable=False)", "as above"),
-    Equivalent(
-        "backward_values",
-        "need_input: bool = False",
-        "the one caller, deu_backward, passes need_input and need_coeffs",
-    ),
-    Equivalent("backward_values", "need_coeffs: bool = False", "as above"),
+    # backward_values: its early return for a layer of no neurons.
     Equivalent(
         "backward_values",
         "nothing = x.new_empty(1)",
@@ -136,32 +131,33 @@ EQUIVALENT = [
         "a layer of no neurons: a gradient that is not needed is dropped by _backward",
     ),
     Equivalent("backward_values", "if (need_coeffs) or True else nothing", "as above"),
+    # torch_backward, the PyTorch path's body.
     Equivalent(
-        "backward_values",
+        "torch_backward",
         "torch.zeros_like(group_coeffs[:, 1])",
         "column 1 has the shape, dtype and device of column 0",
     ),
     Equivalent(
-        "backward_values",
+        "torch_backward",
         "summed, strict=None)",
         "the five coefficient outputs and summed_outputs' five flags: strict changes nothing",
     ),
-    Equivalent("backward_values", "summed, strict=False)", "as above"),
-    Equivalent("backward_values", "summed, )", "as above"),
+    Equivalent("torch_backward", "summed, strict=False)", "as above"),
+    Equivalent("torch_backward", "summed, )", "as above"),
     Equivalent(
-        "backward_values",
+        "torch_backward",
         "<= settings.max_value).to(None)",
         "the mask stays bool, and a float tensor times a bool one is of the float's dtype",
     ),
     Equivalent(
-        "backward_values",
+        "torch_backward",
         "lambda bad: unclassified_error(",
         "unreachable in the backward: the forward classified the same coefficients and "
         "raised for neurons in no subspace (autograd's version check forbids changing "
         "them in between)",
     ),
-    Equivalent("backward_values", "_groups(index, None)", "as above"),
-    Equivalent("backward_values", "_groups(index, lambda bad: None)", "as above"),
+    Equivalent("torch_backward", "_groups(index, None)", "as above"),
+    Equivalent("torch_backward", "_groups(index, lambda bad: None)", "as above"),
     Equivalent(
         "_backward",
         "grad_x if (need_input) or True else None",

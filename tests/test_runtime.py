@@ -804,3 +804,26 @@ def test_the_input_gradient_alone_equals_the_one_computed_with_the_coefficients(
         grads.append(xi.grad)
     assert torch.equal(grads[0], grads[1])
     assert (grads[1] != 0).any(dim=0).all()  # every neuron has its gradient
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+@pytest.mark.parametrize("need_input,need_coeffs", [(True, False), (False, True), (True, True)])
+def test_the_backward_returns_only_the_gradients_asked_for(backend, need_input, need_coeffs):
+    """The backward operator's body: an empty tensor in place of a gradient that is
+    not needed, and the full gradient (the same as with both asked for) otherwise."""
+    from deu._values import backward_values
+
+    x = torch.randn(6, 4, dtype=torch.float64)
+    coeffs = torch.tensor(
+        [[0.0, 1.0, 0.5, 0.2, 0.0], [1.0, 0.3, 2.0, 0.1, -0.4]] * 2, dtype=torch.float64
+    )
+    g = torch.randn(6, 4, dtype=torch.float64)
+    settings = Settings(1, 1e-3, 10.0, 4.0, 1e4, "derived", "nearest", backend)
+    both = backward_values(x, coeffs, g, settings, True, True)
+    grad_x, grad_coeffs = backward_values(x, coeffs, g, settings, need_input, need_coeffs)
+    for got, full, needed in ((grad_x, both[0], need_input), (grad_coeffs, both[1], need_coeffs)):
+        assert isinstance(got, torch.Tensor)
+        if needed:
+            assert torch.equal(got, full)
+        else:
+            assert got.shape == (0,), got.shape
