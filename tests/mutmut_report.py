@@ -39,6 +39,39 @@ class Equivalent:
 
 
 EQUIVALENT = [
+    # The eager path (deu/_autograd.py, issue 18).
+    Equivalent(
+        "_forward",
+        'settings.backend != "XXcppXX"',
+        "the Python finiteness check then runs for the fused kernel too, which raises the "
+        "same error itself: twice the work, the same result",
+    ),
+    Equivalent("_forward", 'settings.backend != "CPP"', "as above"),
+    Equivalent(
+        "layer_apply",
+        "if not torch.is_grad_enabled() and not (",
+        "the short cut for calls that record no graph: without it they take the autograd "
+        "Function, which gives the same values and records nothing (no input requires "
+        "grad, or grad is disabled)",
+    ),
+    Equivalent(
+        "_EagerDEU.backward",
+        "grad_x if (need_input) or True else None",
+        "a placeholder returned for an input that needs no gradient is ignored by autograd",
+    ),
+    Equivalent("_EagerDEU.backward", "grad_coeffs if (need_coeffs) or True else None", "as above"),
+    Equivalent("_EagerLayer.backward", "grad_x if (need_input) or True else None", "as above"),
+    Equivalent(
+        "classify",
+        "_COLUMNS, strict=None)",
+        "_COLUMNS is built from CLASSIFIED, and the generated classifier returns one "
+        "column per CLASSIFIED name: zip's strict on equal lengths changes nothing",
+    ),
+    Equivalent("classify", "_COLUMNS, strict=False)", "as above"),
+    Equivalent("classify", "_COLUMNS, )", "as above"),
+    Equivalent("classify", "classified, strict=None)", "as above"),
+    Equivalent("classify", "classified, strict=False)", "as above"),
+    Equivalent("classify", "classified, )", "as above"),
     Equivalent(
         "_neighbours",
         "subspace.zero, strict=None)",
@@ -218,6 +251,8 @@ def _mutants() -> dict[str, int | None]:
 
 def _function(name: str) -> str:
     mangled = name.rsplit(".", 1)[1].rsplit("__mutmut_", 1)[0]
+    if mangled.startswith("x\u01c1"):  # a method: "xǁClassǁmethod", as "Class.method"
+        return ".".join(mangled[2:].split("\u01c1"))
     return mangled[2:]  # "x_" + the function's name
 
 

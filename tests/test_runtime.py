@@ -827,3 +827,25 @@ def test_the_backward_returns_only_the_gradients_asked_for(backend, need_input, 
             assert torch.equal(got, full)
         else:
             assert got.shape == (0,), got.shape
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_the_backward_gives_gradients_in_the_layout_of_their_inputs(backend):
+    """The operators' fake kernels promise gradients laid out as x and coeffs
+    (torch.compile plans strides from them): a channels-last input and a
+    transposed coefficient table get gradients with their strides, and the
+    values of the contiguous case."""
+    from deu._autograd import _backward_values
+
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64).to(memory_format=torch.channels_last)
+    rows = [[1.0, 0.5, 2.0, 0.1, -0.2], [0.0, 1.0, 0.5, 0.2, 0.0], [0.0, 0.0, 1.5, 0.0, 0.0]]
+    coeffs = torch.tensor(rows, dtype=torch.float64).T.contiguous().T
+    assert not coeffs.is_contiguous() and not x.is_contiguous()
+    g = torch.randn_like(x)
+    settings = Settings(1, 1e-3, 10.0, 4.0, 1e4, "derived", "nearest", backend)
+    grad_x, grad_coeffs = _backward_values(x, coeffs, g, settings, True, True)
+    assert grad_x.stride() == x.stride() and grad_coeffs.stride() == coeffs.stride()
+    dense = _backward_values(
+        x.contiguous(), coeffs.contiguous(), g.contiguous(), settings, True, True
+    )
+    assert torch.equal(grad_x, dense[0]) and torch.equal(grad_coeffs, dense[1])
