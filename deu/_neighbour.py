@@ -17,14 +17,13 @@ from collections.abc import Callable
 
 import torch
 
-from deu._generated import SUBSPACES
+from deu._generated import OUTPUT_OF_COEFFICIENT, SUBSPACES
 from deu._plan import (
     _A,
     _B,
     _C,
     _C1,
     _C2,
-    _OUTPUT_OF_COEFF,
     NUM_COEFFICIENTS,
     Settings,
     _groups,
@@ -185,7 +184,7 @@ def _gravitation(
     ):
         neighbour = SUBSPACES[s]
         k = _neuron_quantities(neighbour, h_coeffs, shape, settings)
-        d = neighbour.derivatives(_take(x, dim, idx), k)[_OUTPUT_OF_COEFF[p]]
+        d = neighbour.derivatives(_take(x, dim, idx), k)[OUTPUT_OF_COEFFICIENT[p]]
         if d is None:
             continue
         contribution = _reduce(_take(g, dim, idx) * d, dim)

@@ -14,15 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
-from deu._generated import COEFFICIENTS, OUTPUT_OF_COEFFICIENT, SUBSPACES, SUMMED
+from deu._generated import COEFFICIENTS, SUBSPACES, SUMMED
 
-# Columns of the coefficient matrix, and the matching outputs of the kernels
-# (output 0 is y, output 1 is dy/dt).
-# (From the generated tables; the names _A ... _C2 are for the paper's neighbour
-# rule, which is specific to this ODE.)
+# Columns of the coefficient matrix (from the generated tables; the names
+# _A ... _C2 are for the paper's neighbour rule, which is specific to this ODE).
 NUM_COEFFICIENTS = len(COEFFICIENTS)
 _A, _B, _C, _C1, _C2 = (COEFFICIENTS.index(name) for name in ("a", "b", "c", "c1", "c2"))
-_OUTPUT_OF_COEFF = OUTPUT_OF_COEFFICIENT
 # The gravitation rules a user names (Settings.gravitation, which is "off" for
 # none); the generated SUMMED table has a row for each.
 GRAVITATION_RULES = ("derived", "neighbour")

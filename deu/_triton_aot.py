@@ -27,6 +27,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from deu import _triton
+from deu._generated import COEFFICIENTS
 from deu._generated.deu_triton import CRITICAL_RULES, SUBSPACE_NAMES
 
 DTYPES = {"fp32": torch.float32, "fp64": torch.float64}
@@ -83,7 +84,7 @@ def _source(variant: Variant) -> ASTSource:
         pointers += ["grad_x_ptr", "masked_g_ptr", "partials_ptr"]
         # Every output on: the other flag values only remove stores.
         flags = {"SUBSPACE": variant.subspace, "NEED_INPUT": True, "NEED_COEFFS": True}
-        summed_all = (1 << len(_triton.COEFFICIENTS)) - 1
+        summed_all = (1 << len(COEFFICIENTS)) - 1
         flags |= {"WRITE_MASKED_G": True, "SUMMED": summed_all, **tile}
     signature = {p: pointer for p in pointers} | {"neurons_ptr": "*i64"} | sizes
     signature |= {name: "constexpr" for name in flags}

@@ -28,10 +28,9 @@ from __future__ import annotations
 import torch
 
 from deu import _cpp
-from deu._generated import SUBSPACES
+from deu._generated import OUTPUT_OF_COEFFICIENT, SUBSPACES
 from deu._neighbour import _gravitation
 from deu._plan import (
-    _OUTPUT_OF_COEFF,
     Settings,
     _assemble,
     _groups,
@@ -135,7 +134,7 @@ def torch_backward(
         summed = summed_outputs(s, settings)
         columns = [
             _reduce(gs * d, dim) if d is not None and use else torch.zeros_like(group_coeffs[:, 0])
-            for d, use in zip((outputs[o] for o in _OUTPUT_OF_COEFF), summed, strict=True)
+            for d, use in zip((outputs[o] for o in OUTPUT_OF_COEFFICIENT), summed, strict=True)
         ]
         group_grad = torch.stack(columns, dim=1)
         if settings.gravitation == "neighbour":
