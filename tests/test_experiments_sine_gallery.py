@@ -81,12 +81,38 @@ def test_sine_quick_writes_every_gravitation_setting(tmp_path: Path) -> None:
 
     # The issue-17 showcase: Linear -> one ReLU-initialised DEU -> Linear.
     showcase = _read_csv(tmp_path / "sine_showcase.csv")
-    assert [row["setting"] for row in showcase] == ["default", "paper"]
+    assert [row["setting"] for row in showcase] == ["default", "paper", "linear map (issue 11)"]
     for row in showcase:
         assert math.isfinite(float(row["final_mse"])) and float(row["best_mse"]) >= 0.0
         assert row["final subspace"] in deu.SUBSPACE_NAMES
         assert row["left the ReLU subspace"] == str(row["final subspace"] != "a0_b_c0")
         assert len(row["coeffs"].split()) == 5
+    rates = _read_csv(tmp_path / "sine_showcase_summary.csv")
+    assert [row["setting"] for row in rates] == [row["setting"] for row in showcase]
+    for row, run in zip(rates, showcase, strict=True):
+        below = str(int(float(run["final_mse"]) < 0.01))
+        assert row["below, first 3 seeds"] == row["below, every seed"] == f"{below}/1"
+        assert float(row["median final MSE"]) == pytest.approx(float(run["final_mse"]))
+
+
+def test_the_showcase_rates_count_the_named_seeds_apart():
+    from deu.experiments.sine import showcase_rates
+
+    def run(setting: str, seed: int, mse: float, left: bool) -> dict:
+        return {"setting": setting, "seed": seed, "final_mse": mse, "left the ReLU subspace": left}
+
+    rows = [run("x", seed, mse, True) for seed, mse in enumerate([1e-3, 0.5, 0.04, 2e-3, 0.01])]
+    rows += [run("y", seed, 0.5, seed % 2 == 0) for seed in range(5)]
+    x, y = showcase_rates(rows, first_seed=0)
+    # Seeds 0-2 hold one run below 0.01; all five hold two (0.01 itself is not below).
+    assert (x["setting"], x["below, first 3 seeds"], x["below, every seed"]) == ("x", "1/3", "2/5")
+    assert x["median final MSE"] == pytest.approx(0.01)
+    assert x["left the ReLU subspace"] == "5/5"
+    assert (y["below, first 3 seeds"], y["below, every seed"], y["left the ReLU subspace"]) == (
+        "0/3",
+        "0/5",
+        "3/5",
+    )
 
 
 def test_the_showcase_starts_at_relu_and_learns():

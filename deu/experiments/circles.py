@@ -10,7 +10,7 @@ initial weights. Every network has one logit output (binary cross-entropy) and
 is trained full-batch with Adam at the same learning rate. We report held-out
 accuracy over the seeds (mean, min, max, and how many runs separate the test
 set, accuracy >= 0.95) and draw the decision boundaries of the first seed and
-of every run.
+of every run of the first five seeds.
 """
 
 from __future__ import annotations
@@ -51,7 +51,10 @@ __all__ = [
 N_SAMPLES, FACTOR, NOISE, TEST_SIZE = 500, 0.5, 0.05, 0.3
 LR = 3e-3  # the same for every model; 1e-2 can make DEU training diverge
 EPOCHS, QUICK_EPOCHS = 4000, 20
-SEEDS, QUICK_SEEDS = 5, 1
+# 20 seeds: with 5, one model's 5/5 against another's 3/5 is within seed noise
+# (issue 17: over 20 seeds the two were 12/20 and 9/20).
+SEEDS, QUICK_SEEDS = 20, 1
+FIGURE_SEEDS = 5  # the every-run figure draws the first five seeds
 SEPARATED = 0.95  # a run "separates" the circles at this test accuracy or better
 
 # (x_train, y_train, x_test, y_test)
@@ -337,7 +340,8 @@ def run(args) -> dict:
     ]
     first = [one for one in runs if one.seed == seeds[0]]
     files.append(plot_boundaries(first, first_data, out / "circles_boundaries.png"))
-    files.append(plot_boundary_grid(runs, datasets, out / "circles_boundaries_all_seeds.png"))
+    drawn = [one for one in runs if one.seed in seeds[:FIGURE_SEEDS]]
+    files.append(plot_boundary_grid(drawn, datasets, out / "circles_boundaries_all_seeds.png"))
     files.append(plot_deu_activations(first, first_data[0], out / "circles_deu_activations.png"))
 
     describe = {

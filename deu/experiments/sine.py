@@ -158,6 +158,15 @@ def fit(
 
 
 SHOWCASE_STEPS, SHOWCASE_LR, SHOWCASE_POINTS = 8000, 1e-2, 200
+# The issue names seeds 0-2; 20 seeds give each setting's rate, which 3 cannot.
+SHOWCASE_SEEDS, SHOWCASE_NAMED_SEEDS, SHOWCASE_REACHED = 20, 3, 0.01
+# The default, the paper's rules, and issue 11's linear map (the default before
+# issue 17 apart from the map; the issue says the showcase held there).
+SHOWCASE_SETTINGS = (
+    ("default", {}),
+    ("paper", {"paper": True}),
+    ("linear map (issue 11)", {"parametrisation": "linear"}),
+)
 
 
 def showcase(rules: dict, seed: int, steps: int = SHOWCASE_STEPS) -> dict:
@@ -193,6 +202,34 @@ def showcase(rules: dict, seed: int, steps: int = SHOWCASE_STEPS) -> dict:
         "final subspace": neuron.subspaces()[0],
         "coeffs": " ".join(f"{v:.3g}" for v in neuron.coeffs.detach().flatten().tolist()),
     }
+
+
+def showcase_rates(rows: list[dict], first_seed: int) -> list[dict]:
+    """Per setting: how many showcase runs end below SHOWCASE_REACHED, over the
+    issue's seeds (the first SHOWCASE_NAMED_SEEDS) and over every seed run."""
+    named = range(first_seed, first_seed + SHOWCASE_NAMED_SEEDS)
+    out = []
+    for setting in dict.fromkeys(row["setting"] for row in rows):
+        mine = [row for row in rows if row["setting"] == setting]
+        first = [row for row in mine if row["seed"] in named]
+
+        def count(group: list[dict], key: str) -> str:
+            if key == "final_mse":
+                hits = sum(row[key] < SHOWCASE_REACHED for row in group)
+            else:
+                hits = sum(bool(row[key]) for row in group)
+            return f"{hits}/{len(group)}"
+
+        out.append(
+            {
+                "setting": setting,
+                f"below, first {SHOWCASE_NAMED_SEEDS} seeds": count(first, "final_mse"),
+                "below, every seed": count(mine, "final_mse"),
+                "median final MSE": float(np.median([row["final_mse"] for row in mine])),
+                "left the ReLU subspace": count(mine, "left the ReLU subspace"),
+            }
+        )
+    return out
 
 
 def _row(key: str, setting: str, seed: int, result: dict) -> dict:
@@ -415,17 +452,24 @@ def run(args) -> dict:
         title="Hand-set sine-like coefficients (not trained): how close a DEU can get",
     )
     showcase_rows = []
-    for setting, rules in (("default", {}), ("paper", {"paper": True})):
-        for seed in range(args.seed, args.seed + (1 if args.quick else 3)):
+    seeds = range(args.seed, args.seed + (1 if args.quick else SHOWCASE_SEEDS))
+    for setting, rules in SHOWCASE_SETTINGS:
+        for seed in seeds:
             result = showcase(rules, seed, steps=50 if args.quick else SHOWCASE_STEPS)
             showcase_rows.append({"setting": setting} | result)
+    title = (
+        f"Linear -> ReLU-initialised DEU -> Linear, sin on [-pi, pi], Adam lr "
+        f"{SHOWCASE_LR:g}, {SHOWCASE_STEPS} full-batch steps"
+    )
+    write_table(args.out, "sine_showcase", showcase_rows, title=title)
+    showcase_summary = showcase_rates(showcase_rows, args.seed)
     write_table(
         args.out,
-        "sine_showcase",
-        showcase_rows,
-        title=f"Linear -> ReLU-initialised DEU -> Linear, sin on [-pi, pi], Adam lr "
-        f"{SHOWCASE_LR:g}, {SHOWCASE_STEPS} full-batch steps",
+        "sine_showcase_summary",
+        showcase_summary,
+        title=f"{title}: runs whose final MSE is below {SHOWCASE_REACHED:g}",
     )
     summary["showcase"] = showcase_rows
+    summary["showcase_summary"] = showcase_summary
     summary["figures"] = [str(args.out / f"sine_{key}.png") for key in RANGES]
     return summary
