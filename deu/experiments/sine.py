@@ -162,7 +162,7 @@ SHOWCASE_STEPS, SHOWCASE_LR, SHOWCASE_POINTS = 8000, 1e-2, 200
 SHOWCASE_SEEDS, SHOWCASE_NAMED_SEEDS, SHOWCASE_REACHED = 20, 3, 0.01
 # The default, the paper's rules, and issue 11's linear map (the default before
 # issue 17 apart from the map; the issue says the showcase held there).
-SHOWCASE_SETTINGS = (
+SHOWCASE_SETTINGS: tuple[tuple[str, dict], ...] = (
     ("default", {}),
     ("paper", {"paper": True}),
     ("linear map (issue 11)", {"parametrisation": "linear"}),
@@ -452,9 +452,9 @@ def run(args) -> dict:
         title="Hand-set sine-like coefficients (not trained): how close a DEU can get",
     )
     showcase_rows = []
-    seeds = range(args.seed, args.seed + (1 if args.quick else SHOWCASE_SEEDS))
+    showcase_seeds = range(args.seed, args.seed + (1 if args.quick else SHOWCASE_SEEDS))
     for setting, rules in SHOWCASE_SETTINGS:
-        for seed in seeds:
+        for seed in showcase_seeds:
             result = showcase(rules, seed, steps=50 if args.quick else SHOWCASE_STEPS)
             showcase_rows.append({"setting": setting} | result)
     title = (
