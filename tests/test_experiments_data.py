@@ -56,7 +56,12 @@ def test_diabetes_quick(tmp_path):
     assert {"DEU", "ReLU", "LeakyReLU", "SELU", "Swish", "Maxout"} <= activations
     assert all(v >= 0 for v in numbers(rows, "test_mse_mean"))
     assert all(v >= 0 for v in numbers(rows, "test_rse_mean"))
+    assert all(v >= 0 for v in numbers(rows, "train_mse_mean"))
     assert all(v > 0 for v in numbers(rows, "params"))
+    # Least squares on the training folds: below 1 (predicting the training
+    # mean, in standardised units, gives exactly 1), above 0 (not an exact fit).
+    linear = next(row for row in rows if row["activation"] == "linear (least squares)")
+    assert 0 < float(linear["train_mse_mean"]) < 1
     assert len(summary["rows"]) == len(rows)
 
 

@@ -100,8 +100,9 @@ def errors(prediction: torch.Tensor, target: torch.Tensor) -> tuple[float, float
 
 def fit(
     name: str, width: int, data, lr: float, epochs: int, seed: int, record: bool = False
-) -> tuple[float, float, list[float]] | None:
-    """Train one network; (test MSE, test RSE, test-MSE curve), or None if it diverged."""
+) -> tuple[float, float, list[float], float] | None:
+    """Train one network; (test MSE, test RSE, test-MSE curve, training MSE), or
+    None if it diverged."""
     x_train, y_train, x_test, y_test = data
     seed_everything(seed)
     model = build(name, width, x_train.shape[1])
@@ -128,17 +129,19 @@ def fit(
         return None
     with torch.no_grad():
         prediction = model(x_test)
-    if not torch.isfinite(prediction).all():
+        fitted = model(x_train)
+    if not (torch.isfinite(prediction).all() and torch.isfinite(fitted).all()):
         return None
     mse, rse = errors(prediction, y_test)
-    return mse, rse, curve
+    return mse, rse, curve, errors(fitted, y_train)[0]
 
 
-def linear_reference(x: np.ndarray, y: np.ndarray, seeds: list[int]) -> tuple[list, list]:
-    """Per seed, the fold-averaged (MSE, RSE) of ordinary least squares."""
-    mses, rses = [], []
+def linear_reference(x: np.ndarray, y: np.ndarray, seeds: list[int]) -> tuple[list, list, list]:
+    """Per seed, the fold-averaged (test MSE, test RSE, training MSE) of ordinary
+    least squares."""
+    mses, rses, trains = [], [], []
     for seed in seeds:
-        fold_mse, fold_rse = [], []
+        fold_mse, fold_rse, fold_train = [], [], []
         for train_rows, test_rows in folds(len(x), seed):
             xt, yt, xs, ys = standardise(x, y, train_rows, test_rows)
             design = torch.cat([xt, torch.ones(len(xt), 1)], 1).double()
@@ -147,9 +150,11 @@ def linear_reference(x: np.ndarray, y: np.ndarray, seeds: list[int]) -> tuple[li
             mse, rse = errors(prediction, ys)
             fold_mse.append(mse)
             fold_rse.append(rse)
+            fold_train.append(errors((design @ weights).float(), yt)[0])
         mses.append(float(np.mean(fold_mse)))
         rses.append(float(np.mean(fold_rse)))
-    return mses, rses
+        trains.append(float(np.mean(fold_train)))
+    return mses, rses, trains
 
 
 def run(args) -> dict:
@@ -185,9 +190,9 @@ def run(args) -> dict:
     for name, width in progress(jobs, "diabetes: cross-validation"):
         lr = chosen[name]
         val_mse = validation.get((name, width, lr), nan)
-        seed_mse, seed_rse, history, diverged = [], [], [], 0
+        seed_mse, seed_rse, seed_train, history, diverged = [], [], [], [], 0
         for seed in seeds:
-            fold_mse, fold_rse = [], []
+            fold_mse, fold_rse, fold_train = [], [], []
             for k, (train_rows, test_rows) in enumerate(splits[seed]):
                 data = standardise(x, y, train_rows, test_rows)
                 result = fit(name, width, data, lr, epochs, 1000 * seed + k, record=True)
@@ -197,9 +202,11 @@ def run(args) -> dict:
                 fold_mse.append(result[0])
                 fold_rse.append(result[1])
                 history.append(result[2])
+                fold_train.append(result[3])
             if len(fold_mse) == FOLDS:
                 seed_mse.append(float(np.mean(fold_mse)))
                 seed_rse.append(float(np.mean(fold_rse)))
+                seed_train.append(float(np.mean(fold_train)))
         rows.append(
             {
                 "activation": name,
@@ -209,6 +216,7 @@ def run(args) -> dict:
                 "test_mse_std": float(np.std(seed_mse)) if seed_mse else nan,
                 "test_rse_mean": float(np.mean(seed_rse)) if seed_rse else nan,
                 "test_rse_std": float(np.std(seed_rse)) if seed_rse else nan,
+                "train_mse_mean": float(np.mean(seed_train)) if seed_train else nan,
                 "lr": lr,
                 "val_mse_at_lr": float(val_mse),
                 "diverged_fits": diverged,
@@ -217,7 +225,7 @@ def run(args) -> dict:
         if history:
             curves[(name, width)] = np.mean(np.array(history), axis=0)
 
-    linear_mse, linear_rse = linear_reference(x, y, seeds)
+    linear_mse, linear_rse, linear_train = linear_reference(x, y, seeds)
     rows.append(
         {
             "activation": "linear (least squares)",
@@ -227,6 +235,7 @@ def run(args) -> dict:
             "test_mse_std": float(np.std(linear_mse)),
             "test_rse_mean": float(np.mean(linear_rse)),
             "test_rse_std": float(np.std(linear_rse)),
+            "train_mse_mean": float(np.mean(linear_train)),
             "lr": nan,
             "val_mse_at_lr": nan,
             "diverged_fits": 0,
