@@ -213,20 +213,17 @@ def showcase_rates(rows: list[dict], first_seed: int) -> list[dict]:
         mine = [row for row in rows if row["setting"] == setting]
         first = [row for row in mine if row["seed"] in named]
 
-        def count(group: list[dict], key: str) -> str:
-            if key == "final_mse":
-                hits = sum(row[key] < SHOWCASE_REACHED for row in group)
-            else:
-                hits = sum(bool(row[key]) for row in group)
-            return f"{hits}/{len(group)}"
+        def below(group: list[dict]) -> str:
+            return f"{sum(row['final_mse'] < SHOWCASE_REACHED for row in group)}/{len(group)}"
 
+        left = sum(bool(row["left the ReLU subspace"]) for row in mine)
         out.append(
             {
                 "setting": setting,
-                f"below, first {SHOWCASE_NAMED_SEEDS} seeds": count(first, "final_mse"),
-                "below, every seed": count(mine, "final_mse"),
+                f"below, first {SHOWCASE_NAMED_SEEDS} seeds": below(first),
+                "below, every seed": below(mine),
                 "median final MSE": float(np.median([row["final_mse"] for row in mine])),
-                "left the ReLU subspace": count(mine, "left the ReLU subspace"),
+                "left the ReLU subspace": f"{left}/{len(mine)}",
             }
         )
     return out
